@@ -1,0 +1,124 @@
+"""Register codec and read planning: raw 16-bit words <-> values, and block reads.
+
+Conversions use pymodbus' own `convert_from_registers` / `convert_to_registers`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pymodbus.client.mixin import ModbusClientMixin
+
+from drivers.profiles import UNIT_TO_CANONICAL, Register
+
+_DT = ModbusClientMixin.DATATYPE
+_TYPES = {
+    "int16": _DT.INT16,
+    "uint16": _DT.UINT16,
+    "int32": _DT.INT32,
+    "uint32": _DT.UINT32,
+    "int64": _DT.INT64,
+    "uint64": _DT.UINT64,
+    "float32": _DT.FLOAT32,
+    "float64": _DT.FLOAT64,
+    "string": _DT.STRING,
+}
+_INT_RANGES = {
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+
+
+class RegisterValueError(ValueError):
+    """A value does not fit its register, or a register holds garbage."""
+
+
+def decode_raw(words: list[int], reg: Register) -> float | str:
+    """The register's raw value (before scale): a number, or text for strings."""
+    value = ModbusClientMixin.convert_from_registers(
+        list(words), data_type=_TYPES[reg.type], word_order=reg.word_order
+    )
+    if reg.type == "string":
+        return str(value).replace("\x00", "").strip()
+    return value  # type: ignore[return-value]
+
+
+def decode(words: list[int], reg: Register) -> float | str:
+    """Value in the profile's unit (raw × scale); strings stay text."""
+    raw = decode_raw(words, reg)
+    if isinstance(raw, str):
+        return raw
+    value = float(raw) * reg.scale
+    if not math.isfinite(value):
+        raise RegisterValueError(f"register {reg.address} holds a non-finite value")
+    return value
+
+
+def decode_canonical(words: list[int], reg: Register) -> float:
+    """Value in youxu's canonical unit (kW, kWh, V, A, s)."""
+    raw = decode_raw(words, reg)
+    if isinstance(raw, str):
+        raise RegisterValueError(f"register {reg.address} is text, not a number")
+    value = float(raw) * reg.canonical_factor
+    if not math.isfinite(value):
+        raise RegisterValueError(f"register {reg.address} holds a non-finite value")
+    return value
+
+
+def encode(value: float | str, reg: Register) -> list[int]:
+    """Words for a value given in the profile's unit (it is divided by scale)."""
+    if reg.type == "string":
+        words = ModbusClientMixin.convert_to_registers(str(value), data_type=_DT.STRING)
+        return (words + [0] * reg.count)[: reg.count]
+    raw = float(value) / reg.scale
+    if reg.type.startswith(("int", "uint")):
+        raw_int = round(raw)
+        lo, hi = _INT_RANGES[reg.type]
+        if not lo <= raw_int <= hi:
+            raise RegisterValueError(f"{value} does not fit {reg.type} register {reg.address}")
+        return ModbusClientMixin.convert_to_registers(
+            raw_int, data_type=_TYPES[reg.type], word_order=reg.word_order
+        )
+    return ModbusClientMixin.convert_to_registers(raw, data_type=_TYPES[reg.type], word_order=reg.word_order)
+
+
+def encode_canonical(value: float, reg: Register) -> list[int]:
+    """Words for a value in the canonical unit (kW, A, ...)."""
+    return encode(value / UNIT_TO_CANONICAL[reg.unit][1], reg)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One read request: `count` registers from `address` with function code `fc`."""
+
+    fc: int
+    address: int
+    count: int
+    names: tuple[str, ...]
+
+
+def plan_blocks(regs: dict[str, Register], max_gap: int = 16, max_count: int = 120) -> list[Block]:
+    """Group registers into as few contiguous read requests as the gaps allow."""
+    blocks: list[Block] = []
+    for fc in sorted({r.fc for r in regs.values()}):
+        items = sorted(((r.address, r.address + r.count, n) for n, r in regs.items() if r.fc == fc))
+        start, end, names = items[0][0], items[0][1], [items[0][2]]
+        for a, b, n in items[1:]:
+            if a - end <= max_gap and max(end, b) - start <= max_count:
+                end = max(end, b)
+                names.append(n)
+            else:
+                blocks.append(Block(fc, start, end - start, tuple(names)))
+                start, end, names = a, b, [n]
+        blocks.append(Block(fc, start, end - start, tuple(names)))
+    return blocks
+
+
+def slice_words(block: Block, words: list[int], reg: Register) -> list[int]:
+    off = reg.address - block.address
+    return words[off : off + reg.count]
