@@ -7,6 +7,7 @@ in seconds from `start`.
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import datetime
 from pathlib import Path
@@ -148,7 +149,7 @@ class Scenario(_Strict):
             by_pile.setdefault(s.pile, []).append(s)
         for pile, sessions in by_pile.items():
             sessions = sorted(sessions, key=lambda s: s.arrival_s)
-            for a, b in zip(sessions, sessions[1:], strict=False):
+            for a, b in itertools.pairwise(sessions):
                 if b.arrival_s < a.departure_s:
                     problems.append(f"sessions: {a.id} and {b.id} overlap on pile {pile}")
         if problems:
