@@ -1,0 +1,113 @@
+"""What the fast loop needs from the grid side (dispatch commands, bookings, telemetry).
+
+The daemon talks to the grid only through this interface. `drivers/mqtt_link.py` and the
+dispatch arbitration implement it for a real broker; `NoGridLink` is a site without one
+(transformer limits only, bookings from the local API or the simulator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DispatchLimits:
+    """Dispatch commands in force at each time of a horizon (arrays over t)."""
+
+    site_import_max_kw: np.ndarray  # inf where no site-scope import limit
+    site_export_max_kw: np.ndarray  # inf where no site-scope export limit (>= 0)
+    ev_import_max_kw: np.ndarray  # inf where no ev-scope import limit
+    ev_export_max_kw: np.ndarray  # inf where no ev-scope export limit (>= 0)
+    setpoint_kw: np.ndarray  # NaN where no setpoint command applies
+    setpoint_scope: str = "ev"  # scope of the winning setpoint
+    active_command_ids: tuple[str, ...] = ()
+
+    @staticmethod
+    def none(n: int) -> DispatchLimits:
+        inf = np.full(n, np.inf)
+        return DispatchLimits(inf, inf.copy(), inf.copy(), inf.copy(), np.full(n, np.nan))
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A resident's charging request for the session on a pile (youxu.session/1)."""
+
+    pile_id: str
+    departure_s: float  # epoch s
+    energy_kwh: float
+    v2g: bool = False
+    min_soc: float = 0.2
+    priority: str = "normal"  # normal | urgent
+    received_s: float = 0.0
+    battery_kwh: float | None = None
+    soc_arrival: float | None = None
+
+
+@dataclass
+class TickReport:
+    """What a tick did, for acknowledgements, telemetry and storage (built after the writes)."""
+
+    t_s: float
+    total_kw: float  # measured at the transformer meter
+    base_kw: float
+    ev_kw: float
+    phase_kw: tuple[float, float, float] | None
+    limit_kw: float  # tightest import limit in force
+    setpoints_kw: dict[str, float] = field(default_factory=dict)
+    pile_status: dict[str, str] = field(default_factory=dict)
+    pile_power_kw: dict[str, float] = field(default_factory=dict)
+    pile_session: dict[str, str | None] = field(default_factory=dict)
+    pile_energy_kwh: dict[str, float] = field(default_factory=dict)
+    tick_ms: float = 0.0
+    safe_mode: bool = False
+
+
+class GridLink(Protocol):
+    def limits(self, t_s: np.ndarray) -> DispatchLimits:
+        """The dispatch limits and setpoints in force at each time `t_s` (epoch s)."""
+
+    def take_bookings(self) -> list[Booking]:
+        """Bookings received since the last call (never blocks)."""
+
+    def after_tick(self, report: TickReport) -> None:
+        """Hand the tick's outcome to the link (acks, telemetry, events); must never block."""
+
+    def event(self, kind: str, message: str, **fields: object) -> None:
+        """Publish an alarm or state change on `events` (queued, never blocks)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class NoGridLink:
+    """A site without a broker: no dispatch, bookings only from `push_booking`."""
+
+    def __init__(self) -> None:
+        self._bookings: list[Booking] = []
+        self.events: list[tuple[str, str, dict]] = []
+
+    def push_booking(self, booking: Booking) -> None:
+        self._bookings.append(booking)
+
+    def limits(self, t_s: np.ndarray) -> DispatchLimits:
+        return DispatchLimits.none(np.asarray(t_s).size)
+
+    def take_bookings(self) -> list[Booking]:
+        out, self._bookings = self._bookings, []
+        return out
+
+    def after_tick(self, report: TickReport) -> None:
+        return None
+
+    def event(self, kind: str, message: str, **fields: object) -> None:
+        self.events.append((kind, message, fields))
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
