@@ -137,3 +137,39 @@ class Plan:
     @property
     def first_kw(self) -> np.ndarray:
         return self.power_kw[:, 0]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One frozen picture of the site at t_s, read once per tick: everything a decision may use."""
+
+    t_s: float
+    meter_kw: float  # measured total import at the transformer (or a held/assumed value)
+    meter_phase_kw: np.ndarray | None  # (3,) measured per phase, None when the meter has none
+    pile_kw: np.ndarray  # (n,) measured power per pile (last known where offline)
+    pile_online: np.ndarray  # (n,) bool: read this tick
+    pile_plugged: np.ndarray  # (n,) bool: a car is connected
+    sessions: Sessions
+    meter_ok: bool = True
+    fixed_kw: np.ndarray | None = None  # (n,) NaN where controllable; else the power assumed for that pile
+
+    @property
+    def base_kw(self) -> float:
+        """Household (non-EV) load: meter minus what the piles draw."""
+        return self.meter_kw - float(self.pile_kw.sum())
+
+    def base_phase_kw(self, phase_share: np.ndarray) -> np.ndarray:
+        if self.meter_phase_kw is None:
+            return np.full(3, self.base_kw / 3.0)
+        return self.meter_phase_kw - self.pile_kw @ phase_share
+
+
+@dataclass(frozen=True)
+class HardLimits:
+    """The limits in force now, which the safety layer holds whatever the planner says."""
+
+    import_kw: float  # site total import cap (transformer - margin, site-scope dispatch limits)
+    export_kw: float  # site total export cap, >= 0
+    phase_kw: np.ndarray | None  # (3,) per-phase import cap
+    ev_import_kw: float = np.inf  # cap on the sum of pile power
+    ev_export_kw: float = np.inf  # cap on the sum of pile discharge, >= 0

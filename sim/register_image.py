@@ -66,6 +66,12 @@ class RegisterImage:
         words, off = self._slice(reg)
         words[off : off + reg.count] = encode(value, reg)
 
+    def set_words(self, name: str, words: list[int]) -> None:
+        """Set a named register's words directly (e.g. a 'not available' marker)."""
+        reg = self.registers[name]
+        table, off = self._slice(reg)
+        table[off : off + reg.count] = (list(words) + [0] * reg.count)[: reg.count]
+
     def get(self, name: str) -> float:
         reg = self.registers[name]
         words, off = self._slice(reg)
@@ -104,7 +110,10 @@ def serve_image(
         words, lo = image.words[table], image.start[table]
         if values is None:
             if on_read is not None:
-                on_read()
+                try:
+                    on_read()
+                except OSError:  # the device model says it is broken
+                    return ExcCodes.DEVICE_FAILURE
             registers[: len(words)] = words
             return None
         vals = [int(v) for v in values]

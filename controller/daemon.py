@@ -1,0 +1,115 @@
+"""The edge daemon: devices, controller, grid link and storage assembled from a site config."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.clock import Clock, RealClock
+from controller.decision import Controller, SiteLimits
+from controller.fastloop import FastLoop
+from controller.gridlink import GridLink, NoGridLink
+from controller.siteconfig import SiteConfig
+from controller.siteio import SiteIO
+from controller.storage import Store
+from controller.tariff import tariff_fn
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "daemon"
+
+
+def site_limits(cfg: SiteConfig) -> SiteLimits:
+    t = cfg.transformer
+    return SiteLimits(import_kw=t.import_limit_kw, export_kw=t.export_limit_kw, phase_kw=cfg.phase_limits_kw(),
+                      margin_kw=t.margin_kw)
+
+
+def make_controller(cfg: SiteConfig, link: GridLink) -> Controller:
+    planner = None
+    if cfg.control.strategy == "mpc":
+        from controller.planning import RollingPlanner
+
+        planner = RollingPlanner.from_config(cfg)
+    return Controller(cfg.pile_model(), site_limits(cfg), cfg.control.strategy, tariff_fn(cfg.tariff, cfg.tz),
+                      dispatch=link.limits, tick_s=cfg.control.period_s, planner=planner)
+
+
+@dataclass
+class Daemon:
+    cfg: SiteConfig
+    clock: Clock
+    link: GridLink
+    store: Store | None
+    io: SiteIO
+    loop: FastLoop
+
+    @classmethod
+    def build(cls, cfg: SiteConfig, clock: Clock | None = None, link: GridLink | None = None,
+              store: Store | None = None, with_store: bool = True) -> Daemon:
+        clock = clock or RealClock()
+        if link is None:
+            link = NoGridLink()
+            if cfg.mqtt is not None:
+                from drivers.mqtt_link import MqttGridLink
+
+                link = MqttGridLink(cfg, clock, store)  # type: ignore[assignment]
+        if store is None and with_store:
+            store = Store(cfg.storage.database_url(), cfg.storage.queue_size)
+        io = SiteIO(cfg)
+        loop = FastLoop(cfg, io, make_controller(cfg, link), clock, link, store)
+        d = cls(cfg, clock, link, store, io, loop)
+        d.restore()
+        return d
+
+    def restore(self) -> None:
+        if self.store is None:
+            return
+        st = self.store.load_state(STATE_KEY)
+        if st:
+            self.loop.tracker.restore(st.get("sessions", {}))
+            log.info("restored %d open sessions", len(self.loop.tracker.sessions))
+
+    def save(self) -> None:
+        if self.store is not None:
+            self.store.save_state(STATE_KEY, {"sessions": self.loop.tracker.to_state()}, self.clock.now())
+
+    async def leave_safe(self) -> None:
+        """Leave every pile at its safe current (on shutdown)."""
+        sp = self.loop.safe_setpoints()
+        self.io.written_kw[:] = np.nan
+        errors = await self.io.write_setpoints(sp, self.clock.now())
+        for pid, msg in errors.items():
+            log.warning("could not leave %s at its safe current: %s", pid, msg)
+
+    async def run(self, stop: asyncio.Event, until_s: float | None = None) -> None:
+        await self.link.start()
+        try:
+            await self.loop.run(stop, until_s)
+        finally:
+            await self.leave_safe()
+            self.save()
+            await self.link.stop()
+
+    def close(self) -> None:
+        self.io.close()
+        if self.store is not None:
+            self.store.close()
+
+
+async def run_site(cfg: SiteConfig) -> None:
+    """`youxu run`: control the site until SIGTERM/SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    daemon = Daemon.build(cfg)
+    log.info("youxu controlling site %s: %d piles, period %.2f s", cfg.site.id, len(cfg.piles), cfg.control.period_s)
+    try:
+        await daemon.run(stop)
+    finally:
+        daemon.close()

@@ -1,0 +1,225 @@
+"""A scenario's meter and piles served as Modbus TCP devices, with physics on a clock.
+
+The meter serves the Eastron SDM630 map (so the daemon reads it exactly as a real meter);
+each pile serves the `youxu-sim-pile` map. Physics advance to the clock's time on every
+request: the meter shows household load plus what the piles draw; a pile draws
+min(setpoint, what the car accepts); written setpoints act at once; a pile whose failsafe
+timeout passes without a write falls back to its failsafe power.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from pymodbus.server import ModbusTcpServer
+
+from controller.clock import Clock
+from drivers.profiles import load_profile
+from sim.engine import RunResult
+from sim.physics import SitePhysics
+from sim.register_image import RegisterImage, serve_image
+from sim.scenario import Scenario
+
+log = logging.getLogger(__name__)
+
+METER_UNIT = 1
+STATUS_CODE = {"available": 0, "connected": 1, "charging": 2, "discharging": 3, "fault": 4}
+MAX_UNITS_PER_PORT = 200
+
+
+@dataclass(frozen=True)
+class DeviceAddress:
+    url: str
+    unit: int
+
+
+class SimulatedSite:
+    def __init__(self, sc: Scenario, clock: Clock, voltage_v: float = 230.0) -> None:
+        self.sc = sc
+        self.clock = clock
+        self.voltage_v = voltage_v
+        self.phys = SitePhysics(sc)
+        self.epoch0 = sc.start.timestamp()
+        n, n_steps = self.phys.piles.n, sc.n_steps
+        self.base_phase = sc.base_phase_kw()
+        self.step_energy = np.zeros((n_steps, n))
+        self.step_session = np.full((n_steps, n), -1, dtype=np.int64)
+        self.t_last = 0.0
+        self.import_kwh = 0.0
+        self.export_kwh = 0.0
+        self.failsafe_kw = np.zeros(n)
+        self.failsafe_timeout_s = np.zeros(n)
+        self.last_comm_s = np.zeros(n)
+        self.meter_fault = False
+        self.requests = 0
+        self._cache_t = -1.0
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self.meter_image = RegisterImage(load_profile("sdm630"))
+        pile_profile = load_profile("youxu-sim-pile")
+        self.pile_images = [RegisterImage(pile_profile) for _ in range(n)]
+        for i, img in enumerate(self.pile_images):
+            img.set("max_power", float(self.phys.piles.max_kw[i]))
+            img.set("max_discharge", float(self.phys.piles.max_discharge_kw[i]))
+        self.servers: list[ModbusTcpServer] = []
+        self.tasks: list[asyncio.Task] = []
+        self.addresses: dict[str, DeviceAddress] = {}
+
+    # ---- time and physics ------------------------------------------------------------
+    def sim_t(self) -> float:
+        return min(max(self.clock.now() - self.epoch0, 0.0), float(self.sc.duration_s))
+
+    def advance_to(self, t: float) -> None:
+        step = self.sc.step_s
+        while self.t_last < t - 1e-9:
+            k = min(int(self.t_last // step), self.sc.n_steps - 1)
+            seg_end = min(t, (k + 1) * step)
+            dt = seg_end - self.t_last
+            self._apply_failsafe(self.t_last)
+            active, e = self.phys.advance(self.t_last, dt)
+            self.step_energy[k] += e
+            has = active >= 0
+            self.step_session[k, has] = active[has]
+            total_kw = float(self.base_phase[k].sum() + e.sum() * 3600.0 / max(dt, 1e-9))
+            self.import_kwh += max(total_kw, 0.0) * dt / 3600.0
+            self.export_kwh += max(-total_kw, 0.0) * dt / 3600.0
+            self.t_last = seg_end
+            self._cache = None
+
+    def _apply_failsafe(self, t: float) -> None:
+        lost = (self.failsafe_timeout_s > 0) & (t - self.last_comm_s > self.failsafe_timeout_s)
+        if lost.any():
+            self.phys.setpoint_kw = np.where(lost, self.failsafe_kw, self.phys.setpoint_kw)
+
+    def state_now(self) -> tuple[np.ndarray, np.ndarray]:
+        """(active session per pile, power per pile) at the clock's time."""
+        t = self.sim_t()
+        self.advance_to(t)
+        if self._cache is None or abs(t - self._cache_t) > 1e-6:
+            self._apply_failsafe(t)
+            active = self.phys.active_sessions(t) if t < self.sc.duration_s else np.full(self.phys.piles.n, -1)
+            self._cache = (active, self.phys.power_kw(t, active))
+            self._cache_t = t
+        return self._cache
+
+    # ---- register refresh ------------------------------------------------------------
+    def refresh_meter(self) -> None:
+        self.requests += 1
+        if self.meter_fault:
+            raise OSError("meter fault injected")
+        _, p = self.state_now()
+        k = min(int(self.sim_t() // self.sc.step_s), self.sc.n_steps - 1)
+        phase_kw = self.base_phase[k] + p @ self.phys.piles.phase_share
+        img = self.meter_image
+        for j, ph in enumerate(("l1", "l2", "l3")):
+            v = self.voltage_v + (j - 1) * 0.7
+            img.set(f"voltage_{ph}", v)
+            img.set(f"current_{ph}", abs(phase_kw[j]) * 1000.0 / v)
+            img.set(f"power_{ph}", float(phase_kw[j]))
+        img.set("power", float(phase_kw.sum()))
+        img.set("import_energy", self.import_kwh)
+        img.set("export_energy", self.export_kwh)
+
+    def refresh_pile(self, i: int) -> None:
+        self.requests += 1
+        active, p = self.state_now()
+        img = self.pile_images[i]
+        s = int(active[i])
+        if self.phys.pile_fault[i]:
+            status = "fault"
+        elif s < 0:
+            status = "available"
+        elif p[i] > 0.05:
+            status = "charging"
+        elif p[i] < -0.05:
+            status = "discharging"
+        else:
+            status = "connected"
+        img.set("status", STATUS_CODE[status])
+        img.set("power", float(p[i]))
+        img.set("energy", float(self.phys.delivered_kwh[s]) if s >= 0 else 0.0)
+        img.set("setpoint", float(self.phys.setpoint_kw[i]))
+        if s >= 0:
+            soc = self.phys.s_soc0[s] + self.phys.delivered_kwh[s] / self.phys.s_bat[s]
+            img.set("soc", float(np.clip(soc, 0, 1)) * 100.0)
+        else:
+            img.set_words("soc", [0xFFFF])
+
+    def on_pile_write(self, i: int, name: str, value: float) -> None:
+        t = self.sim_t()
+        self.advance_to(t)
+        self.last_comm_s[i] = t
+        if name == "setpoint":
+            self.phys.setpoint_kw[i] = value
+        elif name == "failsafe_current":
+            self.failsafe_kw[i] = value
+        elif name == "failsafe_timeout":
+            self.failsafe_timeout_s[i] = value
+        self._cache = None
+
+    # ---- serving ---------------------------------------------------------------------
+    def _pile_device(self, i: int, unit: int):
+        return serve_image(self.pile_images[i], unit, on_read=lambda: self.refresh_pile(i),
+                           on_write=lambda name, v: self.on_pile_write(i, name, v))
+
+    async def start(self, host: str = "127.0.0.1", port: int = 5020, layout: str = "units") -> None:
+        """Serve the meter (unit 1) and the piles: all behind one port per 200 units
+        (`units`), or each pile on a port of its own after the meter's (`ports`)."""
+        meter_dev = serve_image(self.meter_image, METER_UNIT, on_read=self.refresh_meter)
+        groups: list[tuple[int, list]] = []
+        pile_ids = self.phys.piles.ids
+        if layout == "ports":
+            groups.append((port, [meter_dev]))
+            self.addresses["meter"] = DeviceAddress(f"modbus-tcp://{host}:{port}", METER_UNIT)
+            for i, pid in enumerate(pile_ids):
+                groups.append((port + 1 + i, [self._pile_device(i, 1)]))
+                self.addresses[pid] = DeviceAddress(f"modbus-tcp://{host}:{port + 1 + i}", 1)
+        elif layout == "units":
+            devs = [meter_dev]
+            self.addresses["meter"] = DeviceAddress(f"modbus-tcp://{host}:{port}", METER_UNIT)
+            p, unit = port, 2
+            for i, pid in enumerate(pile_ids):
+                if unit > MAX_UNITS_PER_PORT:
+                    groups.append((p, devs))
+                    devs, p, unit = [], p + 1, 1
+                devs.append(self._pile_device(i, unit))
+                self.addresses[pid] = DeviceAddress(f"modbus-tcp://{host}:{p}", unit)
+                unit += 1
+            groups.append((p, devs))
+        else:
+            raise ValueError("layout must be 'units' or 'ports'")
+        for prt, devs in groups:
+            srv = ModbusTcpServer(devs, address=(host, prt))
+            self.servers.append(srv)
+            self.tasks.append(asyncio.create_task(srv.serve_forever()))
+        await asyncio.sleep(0.05)
+        for srv, task in zip(self.servers, self.tasks, strict=True):
+            if task.done():
+                exc = task.exception()
+                raise OSError(f"cannot serve on {srv.comm_params.source_address}: {exc}")
+
+    async def stop(self) -> None:
+        for srv in self.servers:
+            await srv.shutdown()
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.servers, self.tasks = [], []
+
+    # ---- what happened ---------------------------------------------------------------
+    def result(self, strategy: str, limit_kw: np.ndarray, plan_ms: list[float], fallbacks: int,
+               wall_s: float) -> RunResult:
+        self.advance_to(float(self.sc.duration_s))
+        dt_h = self.sc.step_s / 3600.0
+        has = self.step_session >= 0
+        k_idx, p_idx = np.nonzero(has)
+        soc = np.full(self.step_energy.shape, np.nan)
+        return RunResult(
+            scenario=self.sc, strategy=strategy, pile_kw=self.step_energy / dt_h, limit_kw=limit_kw,
+            sched_step=k_idx.astype(np.int64), sched_session=self.step_session[k_idx, p_idx],
+            sched_pile=p_idx.astype(np.int64), sched_kw=self.step_energy[k_idx, p_idx] / dt_h,
+            delivered_kwh=self.phys.delivered_kwh.copy(), plan_ms=plan_ms, fallbacks=fallbacks, wall_s=wall_s,
+            soc=soc,
+        )

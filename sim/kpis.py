@@ -1,0 +1,97 @@
+"""Key performance indicators (`youxu.kpis/1`) from a scenario and what each session drew."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.physics import SitePhysics
+from sim.scenario import Scenario
+
+KPI_FORMAT = "youxu.kpis/1"
+VIOLATION_TOL_KW = 0.1
+SERVED_FRACTION = 0.99
+
+
+def _r(x: float, nd: int = 3) -> float:
+    return float(round(float(x), nd))
+
+
+def site_series(sc: Scenario, sched_step: np.ndarray, sched_pile: np.ndarray, sched_kw: np.ndarray,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per step: base kW, EV kW, total kW, and per-phase total kW (n_steps, 3)."""
+    phys_share = SitePhysics(sc).piles.phase_share
+    n_steps = sc.n_steps
+    pile_kw = np.zeros((n_steps, len(sc.piles)))
+    np.add.at(pile_kw, (sched_step, sched_pile), sched_kw)
+    base_phase = sc.base_phase_kw()
+    base = base_phase.sum(axis=1)
+    ev = pile_kw.sum(axis=1)
+    phase_total = base_phase + pile_kw @ phys_share
+    return base, ev, base + ev, phase_total
+
+
+def compute_kpis(sc: Scenario, strategy: str, sched_step: np.ndarray, sched_session: np.ndarray,
+                 sched_pile: np.ndarray, sched_kw: np.ndarray, plan_ms: list[float] | None = None,
+                 plan_fallbacks: int = 0, wall_s: float = 0.0) -> dict:
+    from sim.dispatch_arrays import scenario_dispatch_fn
+
+    dt_h = sc.step_s / 3600.0
+    base, ev, total, phase_total = site_series(sc, sched_step, sched_pile, sched_kw)
+    n_sess = len(sc.sessions)
+    delivered = np.zeros(n_sess)
+    np.add.at(delivered, sched_session, sched_kw * dt_h)
+    requested = np.array([s.energy_kwh for s in sc.sessions], dtype=float)
+    deliverable = SitePhysics(sc).deliverable_kwh() if n_sess else np.zeros(0)
+    target = np.minimum(requested, deliverable)
+    served = delivered >= SERVED_FRACTION * target - 1e-9
+    over = total - sc.site.limit_kw
+    violation = over > VIOLATION_TOL_KW
+    excess = [over]
+    plim = sc.phase_limits_kw()
+    if plim is not None:
+        pover = phase_total - plim
+        violation |= (pover > VIOLATION_TOL_KW).any(axis=1)
+        excess.append(pover.max(axis=1))
+    max_violation = float(np.max(np.maximum(np.max(np.stack(excess), axis=0), 0.0))) if total.size else 0.0
+    imp_price, exp_price = sc.import_price(), sc.export_price()
+    epoch = sc.start.timestamp() + sc.step_times_s()
+    d = scenario_dispatch_fn(sc)(epoch)
+    disp_excess = np.concatenate([
+        total - d.site_import_max_kw, -total - d.site_export_max_kw,
+        ev - d.ev_import_max_kw, -ev - d.ev_export_max_kw,
+    ])
+    disp_excess = disp_excess[np.isfinite(disp_excess)]
+    dispatch_max_excess = float(max(0.0, disp_excess.max())) if disp_excess.size else 0.0
+    sp_mask = np.isfinite(d.setpoint_kw)
+    if sp_mask.any():
+        tracked = total if d.setpoint_scope == "site" else ev
+        rmse = float(np.sqrt(np.mean((tracked[sp_mask] - d.setpoint_kw[sp_mask]) ** 2)))
+    else:
+        rmse = None
+    pm = np.asarray(plan_ms or [0.0])
+    v2g = float(np.clip(-sched_kw, 0.0, None).sum() * dt_h)
+    return {
+        "format": KPI_FORMAT,
+        "strategy": strategy,
+        "scenario": sc.name,
+        "energy_requested_kwh": _r(requested.sum()),
+        "energy_delivered_kwh": _r(delivered.sum()),
+        "unmet_energy_kwh": _r(np.clip(requested - delivered, 0.0, None).sum()),
+        "sessions_total": n_sess,
+        "sessions_fully_served": int(served.sum()),
+        "peak_total_kw": _r(total.max()),
+        "peak_base_kw": _r(base.max()),
+        "valley_total_kw": _r(total.min()),
+        "peak_to_valley_kw": _r(total.max() - total.min()),
+        "limit_violation_steps": int(violation.sum()),
+        "max_violation_kw": _r(max_violation),
+        "import_cost_yuan": _r((np.clip(total, 0.0, None) * imp_price).sum() * dt_h, 2),
+        "export_revenue_yuan": _r((np.clip(-total, 0.0, None) * exp_price).sum() * dt_h, 2),
+        "v2g_discharged_kwh": _r(v2g),
+        "dispatch_max_excess_kw": _r(dispatch_max_excess),
+        "dispatch_tracking_rmse_kw": None if rmse is None else _r(rmse),
+        "plan_ms_p50": _r(np.percentile(pm, 50)),
+        "plan_ms_p99": _r(np.percentile(pm, 99)),
+        "plan_fallbacks": int(plan_fallbacks),
+        "wall_s": _r(wall_s, 2),
+    }
