@@ -34,7 +34,8 @@ class LoopStats:
     tick_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
     plan_ms: list = field(default_factory=list)
     fallbacks: int = 0
-    last_tick_end_s: float = 0.0
+    phase_ms: dict = field(default_factory=lambda: {"read": deque(maxlen=10_000), "decide": deque(maxlen=10_000),
+                                                    "write": deque(maxlen=10_000)})
 
 
 class MeterGuard:
@@ -125,6 +126,7 @@ class FastLoop:
         t0 = time.perf_counter()
         read_timeout = max(0.05, 0.6 * self.budget_ms / 1000.0)
         r = await self.io.read_all(read_timeout)
+        t_read = time.perf_counter()
         for b in self.link.take_bookings():
             try:
                 self.tracker.apply_booking(b)
@@ -145,8 +147,14 @@ class FastLoop:
         sp = dec.setpoints_kw
         if self.safe_mode:
             sp = self.safe_setpoints()
-        write_timeout = max(0.05, self.budget_ms / 1000.0 - (time.perf_counter() - t0))
+        t_decide = time.perf_counter()
+        write_timeout = max(0.05, self.budget_ms / 1000.0 - (t_decide - t0))
         werr = await self.io.write_setpoints(sp, t_s, write_timeout)
+        t_write = time.perf_counter()
+        ph = self.stats.phase_ms
+        ph["read"].append((t_read - t0) * 1e3)
+        ph["decide"].append((t_decide - t_read) * 1e3)
+        ph["write"].append((t_write - t_decide) * 1e3)
         self._report_device_errors(werr, writing=True)
         self.last_setpoints = sp
         tick_ms = (time.perf_counter() - t0) * 1e3

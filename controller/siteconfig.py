@@ -149,7 +149,7 @@ class ControlSection(_Section):
     horizon_s: int = Field(default=86400, gt=0)
     step_s: int = Field(default=900, gt=0)
     solver_time_limit_ms: float = Field(default=200.0, gt=0)
-    strategy: Literal["mpc", "fairshare", "edf", "llf"] = "mpc"
+    strategy: Literal["mpc", "fairshare", "edf", "llf"] = "fairshare"
     default_dwell_s: float = Field(default=10 * 3600, gt=0)  # assumed stay when nobody booked a departure
     default_energy_kwh: float = Field(default=20.0, ge=0)  # assumed need when nobody booked one
     wear_yuan_per_kwh: float = Field(default=0.05, ge=0)

@@ -16,7 +16,8 @@ from drivers.transport import BusPool, DeviceError
 
 log = logging.getLogger(__name__)
 
-WRITE_TOL_KW = 0.05  # a setpoint closer than this to the last one written is not written again
+RAISE_TOL_KW = 0.25  # a raise smaller than about 1 A is not worth a write; it waits for a larger one
+LOWER_TOL_KW = 0.01  # every reduction is written: the safety layer depends on it
 REFRESH_S = 60.0  # rewrite unchanged setpoints this often (piles that lost them get them back)
 
 
@@ -66,7 +67,10 @@ class SiteIO:
 
     def changed(self, setpoints_kw: np.ndarray, now_s: float) -> np.ndarray:
         """Indices of piles whose setpoint must be written now."""
-        diff = ~(np.abs(setpoints_kw - self.written_kw) <= WRITE_TOL_KW)  # NaN (never written) counts as changed
+        delta = setpoints_kw - self.written_kw
+        # NaN (never written) counts as changed; so does any move to or from zero (start/pause)
+        diff = ~((delta <= RAISE_TOL_KW) & (delta >= -LOWER_TOL_KW))
+        diff |= (setpoints_kw == 0) != (self.written_kw == 0)
         stale = (now_s - self.written_at) >= REFRESH_S
         return np.flatnonzero(diff | stale)
 

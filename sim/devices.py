@@ -56,6 +56,9 @@ class SimulatedSite:
         self.meter_fault = False
         self.requests = 0
         self._cache_t = -1.0
+        speed = getattr(clock, "speed", 1.0)
+        # physics are recomputed at most this often (simulated s); writes always take effect at once
+        self.resolution_s = 0.0 if speed == float("inf") else 0.01 * speed
         self._cache: tuple[np.ndarray, np.ndarray] | None = None
         self.meter_image = RegisterImage(load_profile("sdm630"))
         pile_profile = load_profile("youxu-sim-pile")
@@ -96,6 +99,8 @@ class SimulatedSite:
     def state_now(self) -> tuple[np.ndarray, np.ndarray]:
         """(active session per pile, power per pile) at the clock's time."""
         t = self.sim_t()
+        if self._cache is not None and abs(t - self._cache_t) <= self.resolution_s:
+            return self._cache
         self.advance_to(t)
         if self._cache is None or abs(t - self._cache_t) > 1e-6:
             self._apply_failsafe(t)
