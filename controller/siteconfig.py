@@ -140,6 +140,11 @@ class MqttSection(_Section):
     telemetry_period_s: float = Field(default=10.0, gt=0)
     strict: bool = False  # reject unknown fields in commands
     booking_window_s: float = Field(default=1800.0, ge=0)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    session_expiry_s: int = Field(default=3600, ge=0)  # broker keeps our session (and QoS 1 commands) this long
+    reconnect_max_s: int = Field(default=30, ge=1, le=600)  # longest wait between reconnect attempts
+    apply_grace_s: float = Field(default=30.0, gt=0)  # after this, a command not yet met is acked INFEASIBLE
+    setpoint_tolerance_kw: float = Field(default=2.0, gt=0)  # a setpoint counts as met within this band
 
 
 class ControlSection(_Section):
