@@ -147,6 +147,7 @@ class FastLoop:
         sp = dec.setpoints_kw
         if self.safe_mode:
             sp = self.safe_setpoints()
+        sp = np.trunc(sp * 1000.0) / 1000.0  # whole watts, towards zero: rounding never adds load
         t_decide = time.perf_counter()
         write_timeout = max(0.05, self.budget_ms / 1000.0 - (t_decide - t0))
         werr = await self.io.write_setpoints(sp, t_s, write_timeout)
