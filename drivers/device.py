@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 from drivers.profiles import Profile, Register
-from drivers.registers import Block, RegisterValueError, decode, decode_canonical, plan_blocks, slice_words
+from drivers.registers import (
+    Block,
+    RegisterValueError,
+    decode,
+    decode_canonical,
+    encode,
+    encode_canonical,
+    plan_blocks,
+    slice_words,
+)
 from drivers.transport import DeviceError, ModbusBus
 
 
 class ProfiledDevice:
-    """Reads every register of a profile in as few requests as possible."""
+    """Reads every register of a profile in as few requests as possible.
+
+    `unit` is the unit id from the site config; for profiles with several charge points
+    behind one unit (`connector`), it names the charge point and `self.unit` becomes the
+    profile's Modbus unit id."""
 
     def __init__(self, profile: Profile, bus: ModbusBus, unit: int, timeout_s: float = 0.5) -> None:
-        self.profile = profile
+        self.configured_unit = unit
+        self.profile, self.unit = profile.bind(unit)
         self.bus = bus
-        self.unit = unit
         self.timeout_s = timeout_s
-        self.registers: dict[str, Register] = profile.read_registers()
-        self.blocks: list[Block] = plan_blocks(self.registers, profile.max_read_gap)
+        self.registers: dict[str, Register] = self.profile.read_registers()
+        self.blocks: list[Block] = plan_blocks(self.registers, self.profile.max_read_gap, self.profile.max_read_count)
+
+    @property
+    def label(self) -> str:
+        return f"{self.profile.name} unit {self.configured_unit}"
 
     async def read_raw(self, timeout_s: float | None = None) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -44,3 +61,33 @@ class ProfiledDevice:
             return decode(raw[name], reg)
         except RegisterValueError as exc:
             raise DeviceError(f"unit {self.unit} {name}: {exc}") from None
+
+    async def read_register(self, reg: Register, timeout_s: float | None = None) -> float:
+        """One register, read on its own, in its canonical unit."""
+        words = await self.bus.read(reg.fc, reg.address, reg.count, self.unit, timeout_s or self.timeout_s)
+        try:
+            return decode_canonical(words, reg)
+        except RegisterValueError as exc:
+            raise DeviceError(f"unit {self.unit} @{reg.address}: {exc}") from None
+
+    async def write_words(self, reg: Register, words: list[int], timeout_s: float | None = None) -> None:
+        await self.bus.write(reg.address, words, self.unit, self.profile.write_fc_for(reg),
+                             timeout_s or self.timeout_s)
+
+    async def write_canonical(self, reg: Register, value: float, timeout_s: float | None = None) -> list[int]:
+        """Write a value given in the register's canonical unit (A, kW, s ...); return the words sent."""
+        try:
+            words = encode_canonical(value, reg)
+        except RegisterValueError as exc:
+            raise DeviceError(f"unit {self.unit} @{reg.address}: {exc}") from None
+        await self.write_words(reg, words, timeout_s)
+        return words
+
+    async def write_raw(self, reg: Register, value: float, timeout_s: float | None = None) -> list[int]:
+        """Write a value given in the profile's own unit (before canonical conversion)."""
+        try:
+            words = encode(value, reg)
+        except RegisterValueError as exc:
+            raise DeviceError(f"unit {self.unit} @{reg.address}: {exc}") from None
+        await self.write_words(reg, words, timeout_s)
+        return words

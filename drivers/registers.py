@@ -45,6 +45,10 @@ def decode_raw(words: list[int], reg: Register) -> float | str:
     )
     if reg.type == "string":
         return str(value).replace("\x00", "").strip()
+    if reg.shift or reg.mask is not None:
+        value = int(value) >> reg.shift  # type: ignore[call-overload]
+        if reg.mask is not None:
+            value &= reg.mask
     return value  # type: ignore[return-value]
 
 
@@ -78,6 +82,9 @@ def encode(value: float | str, reg: Register) -> list[int]:
     raw = float(value) / reg.scale
     if reg.type.startswith(("int", "uint")):
         raw_int = round(raw)
+        if reg.mask is not None and not 0 <= raw_int <= reg.mask:
+            raise RegisterValueError(f"{value} does not fit the mask of register {reg.address}")
+        raw_int <<= reg.shift
         lo, hi = _INT_RANGES[reg.type]
         if not lo <= raw_int <= hi:
             raise RegisterValueError(f"{value} does not fit {reg.type} register {reg.address}")
@@ -103,7 +110,8 @@ class Block:
 
 
 def plan_blocks(regs: dict[str, Register], max_gap: int = 16, max_count: int = 120) -> list[Block]:
-    """Group registers into as few contiguous read requests as the gaps allow."""
+    """Group registers into as few contiguous read requests as the gaps allow (one block
+    never spans more than `max_count` registers, and registers are never split)."""
     blocks: list[Block] = []
     for fc in sorted({r.fc for r in regs.values()}):
         items = sorted(((r.address, r.address + r.count, n) for n, r in regs.items() if r.fc == fc))

@@ -23,22 +23,32 @@ WriteHook = Callable[[str, float], None]
 class RegisterImage:
     """Words of one device, addressed by function code and wire address."""
 
-    def __init__(self, profile: Profile, extra: dict[str, Register] | None = None, pad: int = 2) -> None:
+    def __init__(self, profile: Profile, extra: dict[str, Register] | None = None, pad: int = 2,
+                 connector: int | None = None) -> None:
+        if profile.connector is not None:  # serve one charge point at absolute addresses
+            profile = profile.for_connector(connector if connector is not None else profile.connector.first)
         self.profile = profile
         regs = profile.read_registers()
-        if profile.failsafe is not None:
-            fs = profile.failsafe
-            for name, reg in (("failsafe_current", fs.current), ("failsafe_timeout", fs.timeout)):
+        sp = profile.setpoint
+        if sp is not None and sp.readback is not None:  # write-only setpoint with a read-back elsewhere
+            regs["setpoint_readback"] = sp.readback
+        regs.update(profile.writable_registers())
+        fs = profile.failsafe
+        if fs is not None:
+            for name, reg in (("failsafe_current", fs.current), ("failsafe_timeout", fs.timeout),
+                              ("failsafe_current_readback", fs.current_readback),
+                              ("failsafe_timeout_readback", fs.timeout_readback)):
                 if reg is not None:
                     regs[name] = reg
-            if fs.keepalive is not None:
+            if fs.keepalive is not None and fs.keepalive.reg is not None:
                 regs["keepalive"] = fs.keepalive.reg
-        if profile.enable is not None:
-            regs["enable"] = profile.enable.reg
-        if profile.setpoint is not None and profile.setpoint.validity is not None:
-            regs["setpoint_validity"] = profile.setpoint.validity
+        if sp is not None and sp.validity is not None:
+            regs["setpoint_validity"] = sp.validity
         regs.update(extra or {})
         self.registers = regs
+        # a write to a name updates its read-back, as the real devices do
+        self.readbacks = {name: f"{name}_readback" for name in ("setpoint", "failsafe_current", "failsafe_timeout")
+                          if f"{name}_readback" in regs}
         # holding registers (fc 3) and input registers (fc 4) are separate tables
         self.words: dict[int, list[int]] = {}
         self.start: dict[int, int] = {}
@@ -101,7 +111,8 @@ def serve_image(
 
     Reads call `on_read()` first (the device model refreshes its values); writes to
     registers not marked writable are refused with ILLEGAL_ADDRESS, as real devices do;
-    accepted writes update the image and call `on_write(name, canonical_value)`.
+    accepted writes update the image (and the register's read-back, if the profile has one)
+    and call `on_write(name, canonical_value)`. `write_log` records (fc, address, words).
     """
 
     async def action(fc: int, start: int, address: int, count: int, registers: list[int],
@@ -123,6 +134,9 @@ def serve_image(
         words[address - lo : address - lo + len(vals)] = vals
         if write_log is not None:
             write_log.append((fc, address, vals))
+        for name in touched:
+            if name in image.readbacks:
+                image.set(image.readbacks[name], image.get(name))
         if on_write is not None:
             for name in touched:
                 on_write(name, image.get(name))
