@@ -1,8 +1,17 @@
 """Modbus transports: device URLs and one shared connection ("bus") per endpoint.
 
-`modbus-tcp://host:port` — one TCP connection per host:port, shared by the unit ids behind it.
-`modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&stop=1&spacing_ms=5` — one serial line shared by
-every device on that RS-485 bus: one request at a time, with a pause between requests.
+`modbus-tcp://host:port` — one TCP connection per host:port, shared by the unit ids behind it
+(a TCP-to-RS-485 gateway is a bus too).
+`modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&stop=1&bits=8&spacing_ms=5` — one serial line
+shared by every device on that RS-485 bus.
+
+On every bus: one request at a time, in the order they were asked for (asyncio's lock is
+first-come first-served, so devices polled together in one tick take turns request by
+request and a device with many blocks cannot starve the others); an optional pause
+between requests (`spacing_ms`); a timeout per request (each device has its own); and a
+unit that keeps failing to answer is backed off — its requests fail at once, without
+touching the line, until a probe is due — so one dead meter costs the loop at most one
+timeout per back-off period instead of one per tick. `ModbusBus.health()` reports it all.
 """
 
 from __future__ import annotations
@@ -10,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse
 
@@ -22,9 +33,28 @@ log = logging.getLogger(__name__)
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
+TCP_OPTIONS = ("spacing_ms",)
+RTU_OPTIONS = ("baud", "parity", "stop", "bits", "spacing_ms")
+
 
 class DeviceError(Exception):
     """A device did not answer, answered with an exception code, or answered garbage."""
+
+
+class DeviceTimeout(DeviceError):
+    """A device did not answer in time (or the bus could not be opened)."""
+
+
+class DeviceException(DeviceError):
+    """A device answered with a Modbus exception code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DeviceBackedOff(DeviceError):
+    """A unit failed repeatedly; it is not asked again until its back-off ends."""
 
 
 EXCEPTION_CODES = {
@@ -56,6 +86,22 @@ class Endpoint:
         return f"tcp://{self.host}:{self.port}" if self.scheme == "modbus-tcp" else f"rtu://{self.device}"
 
 
+def _number(url: str, query: dict[str, str], key: str, default: float, kind: type = int) -> Any:
+    text = query.get(key)
+    if text is None:
+        return kind(default)
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{url!r}: {key} must be a number, got {text!r}") from None
+
+
+def _check_options(url: str, query: dict[str, str], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        raise ValueError(f"{url!r}: unknown option {unknown[0]!r} (use {', '.join(allowed)})")
+
+
 def parse_device_url(url: str) -> Endpoint:
     """Parse a device URL; raise ValueError saying what is wrong."""
     parts = urlsplit(url)
@@ -67,41 +113,72 @@ def parse_device_url(url: str) -> Endpoint:
             port = parts.port or 502
         except ValueError:
             raise ValueError(f"{url!r}: bad port") from None
-        return Endpoint("modbus-tcp", host=parts.hostname, port=port,
-                        spacing_ms=float(query.get("spacing_ms", 0)))
+        _check_options(url, query, TCP_OPTIONS)
+        spacing = _number(url, query, "spacing_ms", 0.0, float)
+        if spacing < 0:
+            raise ValueError(f"{url!r}: spacing_ms must not be negative")
+        return Endpoint("modbus-tcp", host=parts.hostname, port=port, spacing_ms=spacing)
     if parts.scheme == "modbus-rtu":
-        if not parts.path:
+        if not parts.path or parts.path == "/":
             raise ValueError(f"{url!r}: modbus-rtu needs a serial device (modbus-rtu:///dev/ttyUSB0)")
+        _check_options(url, query, RTU_OPTIONS)
         parity = query.get("parity", "N").upper()
         if parity not in ("N", "E", "O"):
             raise ValueError(f"{url!r}: parity must be N, E or O")
-        try:
-            return Endpoint(
-                "modbus-rtu",
-                device=parts.path,
-                baud=int(query.get("baud", 9600)),
-                parity=parity,
-                stopbits=int(query.get("stop", 1)),
-                bytesize=int(query.get("bits", 8)),
-                spacing_ms=float(query.get("spacing_ms", 5)),
-            )
-        except ValueError:
-            raise ValueError(f"{url!r}: baud, stop, bits and spacing_ms must be numbers") from None
+        baud = _number(url, query, "baud", 9600)
+        stop = _number(url, query, "stop", 1)
+        bits = _number(url, query, "bits", 8)
+        spacing = _number(url, query, "spacing_ms", 5.0, float)
+        if baud <= 0:
+            raise ValueError(f"{url!r}: baud must be positive")
+        if stop not in (1, 2):
+            raise ValueError(f"{url!r}: stop must be 1 or 2")
+        if bits not in (7, 8):
+            raise ValueError(f"{url!r}: bits must be 7 or 8")
+        if spacing < 0:
+            raise ValueError(f"{url!r}: spacing_ms must not be negative")
+        return Endpoint("modbus-rtu", device=parts.path, baud=baud, parity=parity, stopbits=stop,
+                        bytesize=bits, spacing_ms=spacing)
     raise ValueError(f"{url!r}: scheme must be modbus-tcp:// or modbus-rtu://")
+
+
+@dataclass
+class UnitHealth:
+    """What one unit id on a bus has been doing (monotonic seconds)."""
+
+    requests: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    exceptions: int = 0
+    consecutive_failures: int = 0
+    backoffs: int = 0
+    backoff_s: float = 0.0
+    backoff_until: float = 0.0
+    last_error: str = ""
+    last_ok: float | None = None
+
+    def backed_off(self, now: float) -> bool:
+        return now < self.backoff_until
 
 
 class ModbusBus:
     """One connection to an endpoint, shared by every unit id behind it."""
 
-    def __init__(self, endpoint: Endpoint, timeout_s: float = 0.5, reconnect_s: float = 2.0) -> None:
+    def __init__(self, endpoint: Endpoint, timeout_s: float = 0.5, reconnect_s: float = 2.0,
+                 failures_before_backoff: int = 3, backoff_min_s: float = 5.0, backoff_max_s: float = 60.0) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.reconnect_s = reconnect_s
+        self.failures_before_backoff = failures_before_backoff
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
         self._lock = asyncio.Lock()
         self._last_connect_try = -1e9
         self._last_request_end = 0.0
         self.requests = 0
         self.failures = 0
+        self.busy_s = 0.0  # time the line spent on requests (incl. timeouts)
+        self.units: dict[int, UnitHealth] = {}
         if endpoint.scheme == "modbus-tcp":
             self.client: AsyncModbusTcpClient | AsyncModbusSerialClient = AsyncModbusTcpClient(
                 endpoint.host, port=endpoint.port, timeout=timeout_s, retries=0,
@@ -113,49 +190,115 @@ class ModbusBus:
                 stopbits=endpoint.stopbits, bytesize=endpoint.bytesize, timeout=timeout_s, retries=0,
                 reconnect_delay=0, reconnect_delay_max=0,
             )
+        # a dead unit behind a gateway must not make pymodbus drop the link for the live ones;
+        # the back-off below deals with dead units
+        self.client.set_max_no_responses(1000)
 
     @property
     def connected(self) -> bool:
         return bool(self.client.connected)
+
+    def unit(self, unit: int) -> UnitHealth:
+        h = self.units.get(unit)
+        if h is None:
+            h = self.units[unit] = UnitHealth()
+        return h
+
+    def health(self) -> dict[int, UnitHealth]:
+        """Per-unit statistics: requests, failures, back-off state, last error."""
+        return dict(self.units)
+
+    def backed_off_units(self, now: float | None = None) -> list[int]:
+        t = time.monotonic() if now is None else now
+        return sorted(u for u, h in self.units.items() if h.backed_off(t))
+
+    def _set_response_timeout(self, timeout_s: float) -> None:
+        self.client.ctx.comm_params.timeout_connect = timeout_s
 
     async def _ensure_connected(self) -> None:
         if self.client.connected:
             return
         now = time.monotonic()
         if now - self._last_connect_try < self.reconnect_s:
-            raise DeviceError(f"{self.endpoint.key}: not connected (retrying)")
+            raise DeviceTimeout(f"{self.endpoint.key}: not connected (retrying)")
         self._last_connect_try = now
+        self._set_response_timeout(max(self.timeout_s, 1.0))
         try:
-            ok = await asyncio.wait_for(self.client.connect(), self.timeout_s * 2)
+            ok = await asyncio.wait_for(self.client.connect(), max(self.timeout_s * 2, 2.0))
         except (TimeoutError, OSError, ModbusException):
             ok = False
         if not ok:
-            raise DeviceError(f"{self.endpoint.key}: cannot connect")
+            raise DeviceTimeout(f"{self.endpoint.key}: cannot connect")
 
-    async def _call(self, coro_factory, what: str, timeout_s: float):
+    def _record_ok(self, h: UnitHealth, unit: int) -> None:
+        if h.backoffs and h.consecutive_failures >= self.failures_before_backoff:
+            log.warning("%s unit %d answers again", self.endpoint.key, unit)
+        h.consecutive_failures = 0
+        h.backoff_s = 0.0
+        h.backoff_until = 0.0
+        h.last_ok = time.monotonic()
+
+    def _record_failure(self, h: UnitHealth, unit: int, message: str, no_answer: bool) -> None:
+        self.failures += 1
+        h.failures += 1
+        h.last_error = message
+        if not no_answer:
+            h.exceptions += 1
+            h.consecutive_failures = 0  # it answered: alive, the request was wrong
+            return
+        h.timeouts += 1
+        h.consecutive_failures += 1
+        if h.consecutive_failures >= self.failures_before_backoff:
+            h.backoff_s = min(self.backoff_max_s, max(self.backoff_min_s, h.backoff_s * 2))
+            h.backoff_until = time.monotonic() + h.backoff_s
+            h.backoffs += 1
+            log.warning("%s unit %d: %d failures in a row, backing off %.0f s (%s)", self.endpoint.key, unit,
+                        h.consecutive_failures, h.backoff_s, message)
+
+    async def _call(self, unit: int, coro_factory: Callable[[], Awaitable[Any]], what: str, timeout_s: float) -> Any:
+        h = self.unit(unit)
+        now = time.monotonic()
+        if h.backed_off(now):
+            raise DeviceBackedOff(
+                f"{self.endpoint.key} {what}: not asked for {h.backoff_until - now:.0f} s more after "
+                f"{h.consecutive_failures} failures ({h.last_error})"
+            )
         async with self._lock:
-            await self._ensure_connected()
+            if h.backed_off(time.monotonic()):  # another request of this unit failed while we queued
+                raise DeviceBackedOff(f"{self.endpoint.key} {what}: backed off ({h.last_error})")
+            try:
+                await self._ensure_connected()
+            except DeviceTimeout as exc:
+                self._record_failure(h, unit, str(exc), no_answer=True)
+                raise
             if self.endpoint.spacing_ms > 0:
                 wait = self._last_request_end + self.endpoint.spacing_ms / 1000.0 - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
             self.requests += 1
+            h.requests += 1
+            self._set_response_timeout(timeout_s)
+            start = time.monotonic()
             try:
-                resp = await asyncio.wait_for(coro_factory(), timeout_s)
-            except TimeoutError:
-                self.failures += 1
-                raise DeviceError(f"{self.endpoint.key} {what}: timeout after {timeout_s:.2f} s") from None
+                resp = await asyncio.wait_for(coro_factory(), timeout_s + 1.0)
+            except (TimeoutError, ModbusIOException):
+                message = f"{self.endpoint.key} {what}: timeout after {timeout_s:.2f} s"
+                self._record_failure(h, unit, message, no_answer=True)
+                raise DeviceTimeout(message) from None
             except ModbusException as exc:
-                self.failures += 1
-                raise DeviceError(f"{self.endpoint.key} {what}: {exc}") from None
+                message = f"{self.endpoint.key} {what}: {exc}"
+                self._record_failure(h, unit, message, no_answer=True)
+                raise DeviceTimeout(message) from None
             finally:
                 self._last_request_end = time.monotonic()
+                self.busy_s += self._last_request_end - start
         if isinstance(resp, ExceptionResponse) or resp.isError():
-            code = getattr(resp, "exception_code", 0)
-            self.failures += 1
-            raise DeviceError(
-                f"{self.endpoint.key} {what}: exception code {code} ({EXCEPTION_CODES.get(code, 'unknown')})"
-            )
+            code = int(getattr(resp, "exception_code", 0))
+            message = (f"{self.endpoint.key} {what}: exception code {code} "
+                       f"({EXCEPTION_CODES.get(code, 'unknown')})")
+            self._record_failure(h, unit, message, no_answer=False)
+            raise DeviceException(message, code)
+        self._record_ok(h, unit)
         return resp
 
     async def read(self, fc: int, address: int, count: int, unit: int, timeout_s: float | None = None) -> list[int]:
@@ -163,22 +306,31 @@ class ModbusBus:
         what = f"unit {unit} read fc{fc} @{address}+{count}"
         if fc == 4:
             resp = await self._call(
-                lambda: self.client.read_input_registers(address, count=count, device_id=unit), what, t)
-        else:
+                unit, lambda: self.client.read_input_registers(address, count=count, device_id=unit), what, t)
+        elif fc == 3:
             resp = await self._call(
-                lambda: self.client.read_holding_registers(address, count=count, device_id=unit), what, t)
-        if len(resp.registers) < count:
-            raise DeviceError(f"{self.endpoint.key} {what}: short answer ({len(resp.registers)} registers)")
-        return list(resp.registers[:count])
+                unit, lambda: self.client.read_holding_registers(address, count=count, device_id=unit), what, t)
+        else:
+            raise ValueError(f"read function code must be 3 or 4, got {fc}")
+        regs = list(getattr(resp, "registers", []))
+        if len(regs) < count:
+            message = f"{self.endpoint.key} {what}: short answer ({len(regs)} registers)"
+            self._record_failure(self.unit(unit), unit, message, no_answer=False)
+            raise DeviceError(message)
+        return regs[:count]
 
     async def write(self, address: int, words: list[int], unit: int, fc: int = 16,
                     timeout_s: float | None = None) -> None:
         t = timeout_s or self.timeout_s
         what = f"unit {unit} write fc{fc} @{address}"
-        if fc == 6 and len(words) == 1:
-            await self._call(lambda: self.client.write_register(address, words[0], device_id=unit), what, t)
+        if fc == 6:
+            if len(words) != 1:
+                raise ValueError(f"function code 6 writes one register, got {len(words)}")
+            await self._call(unit, lambda: self.client.write_register(address, words[0], device_id=unit), what, t)
+        elif fc == 16:
+            await self._call(unit, lambda: self.client.write_registers(address, words, device_id=unit), what, t)
         else:
-            await self._call(lambda: self.client.write_registers(address, words, device_id=unit), what, t)
+            raise ValueError(f"write function code must be 6 or 16, got {fc}")
 
     def close(self) -> None:
         self.client.close()
@@ -191,14 +343,22 @@ class BusPool:
         self._buses: dict[str, ModbusBus] = {}
 
     def get(self, url: str, timeout_s: float = 0.5) -> ModbusBus:
+        """The bus for `url` (created on first use). Per-device timeouts are passed to each
+        read/write; `timeout_s` is only the bus's default."""
         ep = parse_device_url(url)
         bus = self._buses.get(ep.key)
         if bus is None:
             bus = self._buses[ep.key] = ModbusBus(ep, timeout_s=timeout_s)
+        elif bus.endpoint != ep:
+            log.warning("%s: %s is already open with other settings; keeping %s", url, ep.key, bus.endpoint)
         return bus
 
     def buses(self) -> list[ModbusBus]:
         return list(self._buses.values())
+
+    def health(self) -> dict[str, dict[int, UnitHealth]]:
+        """Per bus, per unit: requests, failures and back-off (for logs and metrics)."""
+        return {key: bus.health() for key, bus in self._buses.items()}
 
     def close(self) -> None:
         for b in self._buses.values():
