@@ -1,0 +1,134 @@
+"""`youxu sim generate`: a `youxu.scenario/1` from the household-load and EV model.
+
+The pieces come from their own seeded streams (`numpy.random.default_rng([seed, stream])`),
+so the homes and their load stay the same when only the EV penetration changes, and the same
+arguments always give byte-identical JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sim.ev import Community, Fleet, SessionModel, build_piles, draw_fleet
+from sim.grid_events import dispatch_entries
+from sim.household import HouseholdModel
+from sim.measured_load import load_measured_csv, measured_phase_kw
+from sim.presets import EXPORT_SHARE, PHASE_LIMIT_FACTOR, POWER_FACTOR, Preset, preset_names, resolve_preset
+from sim.scenario import SCENARIO_FORMAT, Scenario
+from sim.tou import LocalAxis, beijing_tou, tariff_block
+
+__all__ = ["generate_scenario", "preset_names", "scenario_at_penetration"]
+
+STREAM_HOMES, STREAM_FLEET, STREAM_PILES, STREAM_SESSIONS, STREAM_DISPATCH = 1, 2, 3, 4, 5
+FOLLOW_FLEET = -1  # pile count: one per private car plus shared piles for the others
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream])
+
+
+def generate_scenario(
+    preset: str,
+    seed: int = 1,
+    piles: int | None = None,
+    households: int | None = None,
+    days: int = 1,
+    season: str | None = None,
+    penetration: float | None = None,
+    *,
+    base_load_csv: str | Path | None = None,
+    base_load_scale: float = 1.0,
+    dispatch: bool = True,
+) -> Scenario:
+    """A scenario for the named preset (see `preset_names()`), starting at local noon.
+
+    `piles`/`households`/`penetration` override the preset (with `households` alone, the pile
+    count scales with it); `season` overrides the preset's (`summer`, `winter`, `shoulder`).
+    `base_load_csv` replaces the modelled household load by a measured one (sim.measured_load),
+    multiplied by `base_load_scale`.
+    """
+    p, chosen = resolve_preset(preset, season)
+    if days < 1:
+        raise ValueError(f"days must be at least 1 (got {days})")
+    n_homes = households if households is not None else p.households
+    if n_homes < 1:
+        raise ValueError(f"households must be at least 1 (got {n_homes})")
+    if piles is None:
+        piles = max(1, round(p.piles * n_homes / p.households))
+    elif piles < 1 and piles != FOLLOW_FLEET:
+        raise ValueError(f"piles must be at least 1 (got {piles})")
+    pen = p.penetration if penetration is None else float(penetration)
+    return _build(p, chosen, seed, n_homes, piles, days, pen, base_load_csv, base_load_scale, dispatch)
+
+
+def scenario_at_penetration(
+    preset: str, penetration: float, seed: int = 1, days: int = 1, season: str | None = None,
+    households: int | None = None, dispatch: bool = False,
+) -> Scenario:
+    """The preset's community with `penetration` cars per home, everything else the same.
+
+    The homes, their load, each car's behaviour and the tariff do not change with the
+    penetration; the piles follow the fleet (one per car with a parking space, one shared
+    pile per 2.5 other cars). For hosting-capacity studies; dispatch commands are off by default.
+    """
+    p, chosen = resolve_preset(preset, season)
+    n_homes = households if households is not None else p.households
+    return _build(p, chosen, seed, n_homes, FOLLOW_FLEET, days, float(penetration), None, 1.0, dispatch)
+
+
+def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: int, penetration: float,
+           base_load_csv: str | Path | None, base_load_scale: float, with_dispatch: bool) -> Scenario:
+    start = p.start(season)
+    axis = LocalAxis(start, days * 86400, 60)
+    if base_load_csv is not None:
+        phase_kw = measured_phase_kw(load_measured_csv(base_load_csv), axis, scale=base_load_scale)
+    else:
+        model = HouseholdModel(p.household_params(n_homes, season), _rng(seed, STREAM_HOMES))
+        phase_kw = model.simulate(axis).phase_kw
+    fleet: Fleet = draw_fleet(n_homes, p.ev, _rng(seed, STREAM_FLEET))
+    cars = fleet.owned(penetration)
+    community: Community = build_piles(fleet, cars, None if n_piles == FOLLOW_FLEET else n_piles, p.ev,
+                                       _rng(seed, STREAM_PILES))
+    sessions = SessionModel(fleet, community, p.ev, _rng(seed, STREAM_SESSIONS)).simulate(axis)
+
+    kva = p.transformer_kva
+    limit_kw = round(POWER_FACTOR * kva, 1)
+    phase_limit = round(limit_kw / 3 * PHASE_LIMIT_FACTOR, 1)
+    pile_dicts = [pile.to_scenario() for pile in community.piles]
+    width = max(4, len(str(len(sessions))))
+    session_dicts = [
+        s.to_scenario(f"S{i + 1:0{width}d}", community.piles[s.pile].id) for i, s in enumerate(sessions)
+    ]
+    dispatch = []
+    if with_dispatch:
+        dispatch = dispatch_entries(
+            axis, phase_kw.sum(axis=1), limit_kw,
+            pile_max_kw=sum(d["max_kw"] for d in pile_dicts),
+            v2g_discharge_kw=sum(d["max_discharge_kw"] for d in pile_dicts),
+            params=p.events, rng=_rng(seed, STREAM_DISPATCH),
+        )
+    raw = {
+        "format": SCENARIO_FORMAT,
+        "name": f"{p.name}-{season}-{n_homes}hh-{len(pile_dicts)}piles-seed{seed}",
+        "start": start.isoformat(),
+        "timezone": "Asia/Shanghai",
+        "step_s": 60,
+        "duration_s": axis.duration_s,
+        "site": {
+            "transformer_kva": kva,
+            "limit_kw": limit_kw,
+            "export_limit_kw": round(EXPORT_SHARE * kva, 1),
+            "phase_limit_kw": {"L1": phase_limit, "L2": phase_limit, "L3": phase_limit},
+        },
+        "base_load": {
+            "resolution_s": 60,
+            "phases": {ph: [round(float(x), 2) for x in phase_kw[:, i]] for i, ph in enumerate(("L1", "L2", "L3"))},
+        },
+        "tariff": tariff_block(beijing_tou(), axis, 900),
+        "piles": pile_dicts,
+        "sessions": session_dicts,
+        "dispatch": dispatch,
+    }
+    return Scenario.model_validate(raw)
