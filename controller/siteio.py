@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 RAISE_TOL_KW = 0.25  # a raise smaller than about 1 A is not worth a write; it waits for a larger one
 LOWER_TOL_KW = 0.01  # every reduction is written: the safety layer depends on it
 REFRESH_S = 60.0  # rewrite unchanged setpoints this often (piles that lost them get them back)
+REFRESH_TICKS = 30  # ...but never more often than every this many ticks
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Readings:
 class SiteIO:
     def __init__(self, cfg: SiteConfig, pool: BusPool | None = None) -> None:
         self.cfg = cfg
+        self.refresh_s = max(REFRESH_S, REFRESH_TICKS * cfg.control.period_s)
         self.pool = pool or BusPool()
         m = cfg.meter
         self.meter = ModbusMeter(load_profile(m.profile), self.pool.get(m.url, m.timeout_s), m.unit, m.timeout_s)
@@ -71,7 +73,7 @@ class SiteIO:
         # NaN (never written) counts as changed; so does any move to or from zero (start/pause)
         diff = ~((delta <= RAISE_TOL_KW) & (delta >= -LOWER_TOL_KW))
         diff |= (setpoints_kw == 0) != (self.written_kw == 0)
-        stale = (now_s - self.written_at) >= REFRESH_S
+        stale = (now_s - self.written_at) >= self.refresh_s
         return np.flatnonzero(diff | stale)
 
     async def write_setpoints(self, setpoints_kw: np.ndarray, now_s: float,
