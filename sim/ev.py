@@ -82,7 +82,7 @@ DC_SHARED: tuple[tuple[PileType, float], ...] = (
 @dataclass(frozen=True)
 class EvParams:
     penetration: float = 0.2  # cars per home (0..3)
-    private_spot_share: float = 0.65  # of cars: owner has a fixed parking space with a private pile
+    private_spot_share: float = 0.6  # of cars: owner has a fixed parking space with a private pile
     shared_dc_share: float = 0.3  # of shared piles: 20-40 kW DC
     shared_ac11_share: float = 0.1  # of shared piles: 11 kW three-phase (the rest 7 kW AC)
     shared_v2g_share: float = 0.25  # of shared DC piles: bidirectional
@@ -101,6 +101,9 @@ class EvParams:
     shared_mover_share: float = 0.7  # shared-pile users who move the car when charged
     shared_wait_s: int = 5400  # how long a shared-pile user waits for a pile to free up
     phase_cycle: tuple[str, ...] = ("L1", "L2", "L3")  # single-phase piles are wired in this rotation
+    season_consumption: dict[str, float] = field(
+        default_factory=lambda: {"winter": 1.35, "summer": 1.1, "shoulder": 1.0}
+    )  # kWh/km relative to mild weather
 
 
 MAX_CARS_PER_HOME = 3
@@ -334,8 +337,10 @@ class SessionModel:
     def __init__(self, fleet: Fleet, community: Community, params: EvParams, rng: np.random.Generator) -> None:
         self.fleet, self.community, self.params, self.rng = fleet, community, params, rng
 
-    def simulate(self, axis: LocalAxis) -> list[Session]:
+    def simulate(self, axis: LocalAxis, season: str = "shoulder") -> list[Session]:
+        """Sessions on `axis`; `season` scales consumption per km (cabin heating, air conditioning)."""
         f, c, p, rng = self.fleet, self.community, self.params, self.rng
+        per_km = f.kwh_per_km[c.cars] * p.season_consumption.get(season, 1.0)
         cars = c.cars
         sessions: list[Session] = []
         if cars.size == 0:
@@ -371,7 +376,7 @@ class SessionModel:
             arr_s = np.maximum(arr_s, prev_dep_s + np.round(away_h * 60) * 60).astype(np.int64)
             dep_s = (midnight + DAY_S + np.round(dep_h * 60) * 60).astype(np.int64)
             prev_dep_s = dep_s.copy()
-            soc = soc - km * f.kwh_per_km[cars] / f.battery_kwh[cars]
+            soc = soc - km * per_km / f.battery_kwh[cars]
             low = soc < 0.08  # would have run flat: topped up at a public station on the way
             soc = np.clip(np.where(low, soc + topup, soc), 0.05, 1.0)
             plug_p = np.where(f.daily_plug[cars], p.daily_plug_p,

@@ -91,7 +91,7 @@ def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: 
     cars = fleet.owned(penetration)
     community: Community = build_piles(fleet, cars, None if n_piles == FOLLOW_FLEET else n_piles, p.ev,
                                        _rng(seed, STREAM_PILES))
-    sessions = SessionModel(fleet, community, p.ev, _rng(seed, STREAM_SESSIONS)).simulate(axis)
+    sessions = SessionModel(fleet, community, p.ev, _rng(seed, STREAM_SESSIONS)).simulate(axis, season)
 
     kva = p.transformer_kva
     limit_kw = round(POWER_FACTOR * kva, 1)

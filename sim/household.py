@@ -85,15 +85,15 @@ class Appliance:
 
 _FLAT = (1.0,) * 24
 APPLIANCES: tuple[Appliance, ...] = (
-    Appliance("lighting", 1.00, 2.2, 1.0, (110, 0.5), (0.05, 0.20), _FLAT, dark=True),
+    Appliance("lighting", 1.00, 2.2, 1.0, (110, 0.5), (0.03, 0.15), _FLAT, dark=True),
     Appliance("cooking", 0.90, 1.8, 1.3, (25, 0.4), (0.6, 1.6), (
         0, 0, 0, 0, 0, 0.1, 0.8, 1.0, 0.3, 0.1, 0.3, 1.0, 0.8, 0.1, 0.1, 0.1, 0.3, 1.0, 1.0, 0.5, 0.1, 0, 0, 0)),
     Appliance("kettle", 0.85, 2.5, 1.1, (4, 0.3), (1.5, 2.0), (
         0, 0, 0, 0, 0, 0.2, 1.0, 1.0, 0.6, 0.6, 0.6, 0.5, 0.5, 0.6, 0.6, 0.6, 0.5, 0.5, 0.6, 1.0, 1.0, 0.8, 0.3, 0.1)),
     Appliance("microwave", 0.60, 1.0, 1.0, (4, 0.4), (0.9, 1.2), (
         0, 0, 0, 0, 0, 0, 0.8, 1.0, 0.4, 0.1, 0.1, 0.6, 1.0, 0.3, 0.1, 0.1, 0.2, 0.6, 1.0, 0.6, 0.3, 0.2, 0.1, 0)),
-    Appliance("water_heater", 0.55, 0.9, 1.1, (40, 0.4), (2.0, 3.0), (
-        0.2, 0, 0, 0, 0, 0, 0.6, 0.8, 0.3, 0.1, 0.1, 0.1, 0.2, 0.1, 0.1, 0.1, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 0.8, 0.5),
+    Appliance("water_heater", 0.55, 0.75, 1.1, (40, 0.4), (2.0, 3.0), (
+        0.3, 0.1, 0, 0, 0, 0.1, 0.6, 0.8, 0.4, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.3, 0.5, 0.7, 0.9, 1, 0.9, 0.6),
         winter_duration_factor=1.4),
     Appliance("washing", 0.95, 0.45, 1.8, (70, 0.25), (0.35, 0.6), (
         0, 0, 0, 0, 0, 0, 0.2, 0.6, 1.0, 1.0, 1.0, 0.6, 0.3, 0.4, 0.6, 0.6, 0.5, 0.3, 0.3, 0.6, 0.8, 0.6, 0.2, 0)),
@@ -123,8 +123,8 @@ class Climate:
 
 
 CLIMATES = {  # Beijing normals (1991-2020): July, January, April/October
-    "summer": Climate(31.5, 22.5, 2.0),
-    "winter": Climate(1.5, -8.0, 3.0),
+    "summer": Climate(31.5, 22.5, 1.2),
+    "winter": Climate(1.5, -8.0, 2.0),
     "shoulder": Climate(20.0, 8.0, 3.0),
 }
 SEASONS = tuple(CLIMATES)
@@ -148,6 +148,7 @@ def temperature_c(axis: LocalAxis, climate: Climate, rng: np.random.Generator) -
     anomaly[0] = rng.normal(0.0, climate.day_sd_c)
     for k in range(1, n_days):
         anomaly[k] = 0.6 * anomaly[k - 1] + rng.normal(0.0, climate.day_sd_c * 0.8)
+    anomaly = np.clip(anomaly, -1.5 * climate.day_sd_c, 1.5 * climate.day_sd_c)  # no record heat waves
     spread = (climate.t_max_c - climate.t_min_c) * rng.uniform(0.8, 1.2, n_days)
     h = axis.local_hour()
     day = axis.day_index()
@@ -170,7 +171,7 @@ class Heating:
     storage_share: float = 0.3  # thermal-storage heaters charged in the heating valley from 20:00
     # the rest: direct electric heaters used in the evening
     heat_pump_kw: tuple[float, float] = (1.5, 3.0)  # rated electric input
-    storage_kw: tuple[float, float] = (3.0, 6.0)
+    storage_kw: tuple[float, float] = (2.5, 5.0)
     storage_kwh_per_k_day: tuple[float, float] = (1.0, 1.8)
     storage_on_h: float = 20.0  # Beijing 煤改电 valley price 20:00-08:00
     direct_kw: tuple[float, float] = (1.0, 2.0)
@@ -185,7 +186,7 @@ def heat_pump_fraction(t_c: np.ndarray) -> np.ndarray:
 
 def ac_fraction(t_c: np.ndarray) -> np.ndarray:
     """Electric input of a running inverter air-conditioner as a fraction of its rating."""
-    return np.clip(0.30 + 0.07 * (t_c - 24.0), 0.25, 1.0)
+    return np.clip(0.30 + 0.05 * (t_c - 24.0), 0.25, 1.0)
 
 
 # ---- the model ----------------------------------------------------------------------
@@ -197,7 +198,7 @@ class HouseholdParams:
     season: str = "summer"
     types: tuple[HouseholdType, ...] = HOUSEHOLD_TYPES
     appliances: tuple[Appliance, ...] = APPLIANCES
-    phase_shares: tuple[float, float, float] = (0.36, 0.33, 0.31)  # configurable imbalance
+    phase_shares: tuple[float, float, float] = (0.35, 0.33, 0.32)  # configurable imbalance
     ac_scale: float = 1.0  # multiplies AC units per home
     ac_rated_kw: tuple[float, float] = (0.8, 1.3)
     fridge_kw: tuple[float, float] = (0.08, 0.15)
@@ -330,13 +331,14 @@ class HouseholdModel:
         self.params = params
         self.rng = rng
         self.homes = draw_homes(params, rng)
+        self.weather_seed = int(rng.integers(2**62))  # the weather has its own stream
 
     def simulate(self, axis: LocalAxis, per_home: bool = False) -> HouseholdLoad:
         if axis.resolution_s != MIN_S:
             raise ValueError("the household model runs at 60 s resolution")
-        p, homes, rng = self.params, self.homes, self.rng
+        p, homes = self.params, self.homes
         n = axis.n
-        temp = temperature_c(axis, CLIMATES[p.season], rng)
+        temp = temperature_c(axis, CLIMATES[p.season], np.random.default_rng(self.weather_seed))
         ev = _Events()
         all_homes = np.arange(p.n)
         always_kw = homes.standby_kw.copy()
@@ -429,8 +431,8 @@ class HouseholdModel:
         """Evening/daytime living-room use when hot, and bedroom units through hot nights (sleep timers)."""
         homes, rng = self.homes, self.rng
         units = homes.ac_units
-        hot_day = np.clip((tmax - 27.0) / 6.0, 0.0, 1.5)
-        hot_night = np.clip((tmin - 19.0) / 6.0, 0.0, 1.2)
+        hot_day = np.clip((tmax - 25.0) / 8.0, 0.0, 1.2)
+        hot_night = np.clip((tmin - 18.0) / 8.0, 0.0, 1.0)
         x = (np.arange(DAY_MIN) + 0.5) / 60.0
         # warm hours of a typical hot day: afternoon and evening
         heat_hours = np.clip(np.sin(np.pi * (x - 9.0) / 15.0), 0.0, None)
@@ -445,7 +447,7 @@ class HouseholdModel:
                 if kind == "day":
                     w = _minute_weights(ACTIVITY[(lifestyle, weekend)]) * heat_hours
                 else:
-                    w = np.exp(-0.5 * ((x - 22.5) / 0.9) ** 2)
+                    w = np.exp(-0.5 * ((x - 22.0) / 0.8) ** 2)
                 start[mask] = _sample_minutes(w, int(mask.sum()), rng)
             dur = np.maximum(10, np.round(rng.lognormal(np.log(dur_med), dur_sd, home.size))).astype(np.int64)
             s = t_mid + start

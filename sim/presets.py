@@ -37,7 +37,9 @@ class Preset:
     types: tuple[HouseholdType, ...] = HOUSEHOLD_TYPES
     ownership: dict[str, float] = field(default_factory=dict)  # appliance name -> ownership override
     ac_scale: float = 1.0
-    phase_shares: tuple[float, float, float] = (0.36, 0.33, 0.31)
+    activity_scale: float = 1.0
+    ac_rated_kw: tuple[float, float] = (0.8, 1.3)
+    phase_shares: tuple[float, float, float] = (0.35, 0.33, 0.32)
     heating: Heating = field(default_factory=Heating)  # used in winter only
     ev: EvParams = field(default_factory=EvParams)
     events: GridEventParams = field(default_factory=GridEventParams)
@@ -53,6 +55,8 @@ class Preset:
             appliances=appliances,
             phase_shares=self.phase_shares,
             ac_scale=self.ac_scale,
+            ac_rated_kw=self.ac_rated_kw,
+            activity_scale=self.activity_scale,
             heating=self.heating if season == "winter" else Heating(),
         )
 
@@ -72,22 +76,26 @@ PRESETS: dict[str, Preset] = {
             "summer", 0.25,
         ),
         Preset(
-            "community-630", "a 1990s-2000s Beijing community: 600 homes, 80 piles, 630 kVA", 600, 80, 630.0,
-            "summer", 0.18,
+            "community-630", "a 1990s-2000s Beijing community of two-bedroom flats: 600 homes, 100 piles, 630 kVA",
+            600, 100, 630.0, "summer", 0.30,
+            types=_mix(single=0.20, couple=0.32, family=0.28, elderly=0.20),
+            ac_scale=0.6,
+            ev=EvParams(private_spot_share=0.45),
         ),
         Preset(
-            "large", "a new high-rise community with piped gas: 1500 small homes, 400 piles, 1000 kVA", 1500, 400,
-            1000.0, "summer", 0.32,
-            types=_mix(single=0.30, couple=0.36, family=0.24, elderly=0.10),
-            ownership={"water_heater": 0.15, "cooking": 0.6},
-            ac_scale=0.85,
+            "large", "a new rental-apartment complex of small flats with central hot water: 1500 homes, "
+            "400 piles, 1000 kVA", 1500, 400, 1000.0, "summer", 0.30,
+            types=_mix(single=0.45, couple=0.35, family=0.15, elderly=0.05),
+            ownership={"water_heater": 0.10, "cooking": 0.6},
+            ac_scale=0.6,
+            ac_rated_kw=(0.6, 0.9),
+            activity_scale=0.75,
         ),
         Preset(
             "old-community", "an old low-rise community converted from coal to electric heating (煤改电): "
-            "140 homes, 30 piles, 315 kVA", 140, 30, 315.0, "winter", 0.25,
+            "140 homes, 48 piles, 315 kVA", 140, 48, 315.0, "winter", 0.45,
             types=_mix(single=0.12, couple=0.28, family=0.25, elderly=0.35),
-            heating=Heating(share=0.55),
-            phase_shares=(0.38, 0.33, 0.29),
+            heating=Heating(share=0.35),
         ),
     )
 }
