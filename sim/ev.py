@@ -98,6 +98,7 @@ class EvParams:
     min_soc: tuple[float, float] = (0.3, 0.6)  # V2G owners' floor
     urgent_share: float = 0.03
     undeliverable_share: float = 0.02  # requests above what the window can deliver, kept on purpose
+    urgent_overask_share: float = 0.5  # of urgent drivers: ask for the full battery whatever the time
     shared_mover_share: float = 0.7  # shared-pile users who move the car when charged
     shared_wait_s: int = 5400  # how long a shared-pile user waits for a pile to free up
     phase_cycle: tuple[str, ...] = ("L1", "L2", "L3")  # single-phase piles are wired in this rotation
@@ -387,7 +388,7 @@ class SessionModel:
             plug = (u[0] < plug_p) & (energy >= 1.0) & (dep_s - arr_s >= 1800)
             urgent = u[1] < p.urgent_share
             dep_s = np.where(urgent, arr_s + np.round(urgent_h * 60) * 60, dep_s).astype(np.int64)
-            keep_over = u[2] < p.undeliverable_share
+            keep_over = (u[2] < p.undeliverable_share) | (urgent & (u[6] < p.urgent_overask_share))
             mover = u[3] < p.shared_mover_share
             busy_factor = 1.05 + 0.25 * u[4]
             busy_extra_s = 600 + 1800 * u[5]
@@ -414,6 +415,7 @@ class SessionModel:
                     shared_free_s[pile_i] = end_s + 60
                 kind = c.piles[pile_i].kind
                 deliverable = self._kw(pile_i, car) * (end_s - start_s) / 3600 * 0.95
+                # a few drivers ask for more than the window can deliver (kept on purpose, rare)
                 e = float(energy[i]) if keep_over[i] else min(float(energy[i]), deliverable)
                 if e < 0.5:
                     continue
