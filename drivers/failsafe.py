@@ -154,8 +154,7 @@ class FailsafeKeeper:
         want = pile.kw_to_a(st.safe_kw) if is_current else st.safe_kw
         if reg.writable:
             await pile.write_canonical(reg, want, self.timeout_s)
-            check = spec.current_readback
-            got = await pile.read_register(check, self.timeout_s) if check is not None else want
+            got = await pile.read_register(spec.current_readback or reg, self.timeout_s)
         else:
             got = await pile.read_register(reg, self.timeout_s)
         if is_current:
@@ -182,8 +181,7 @@ class FailsafeKeeper:
         assert spec is not None and spec.timeout is not None
         if spec.timeout.writable:
             await pile.write_canonical(spec.timeout, spec.timeout_s, self.timeout_s)
-            check = spec.timeout_readback
-            got = await pile.read_register(check, self.timeout_s) if check is not None else spec.timeout_s
+            got = await pile.read_register(spec.timeout_readback or spec.timeout, self.timeout_s)
         else:
             got = await pile.read_register(spec.timeout, self.timeout_s)
         st.timeout_s = got

@@ -165,7 +165,7 @@ class Failsafe(_Model):
     without communication before it falls back (programmed to `timeout_s` when writable)."""
 
     current: Register | None = None
-    current_readback: Register | None = None  # read-back of a write-only `current`
+    current_readback: Register | None = None  # where `current` is read back, if it is write-only
     timeout: Register | None = None
     timeout_readback: Register | None = None
     timeout_s: float = Field(default=60.0, gt=0)

@@ -49,9 +49,9 @@ class ModbusServers:
     def call(self, coro, timeout_s: float = 10.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
 
-    def tcp(self, devices: list[SimDevice]) -> str:
-        """Serve `devices` on a free loopback port; return the device URL."""
-        port = free_tcp_port()
+    def tcp(self, devices: list[SimDevice], port: int | None = None) -> str:
+        """Serve `devices` on a loopback port (a free one by default); return the device URL."""
+        port = port or free_tcp_port()
 
         async def start() -> None:
             srv = ModbusTcpServer(devices, address=("127.0.0.1", port))
