@@ -290,29 +290,38 @@ def safe_kw(pile_cfg: Any) -> float:
 def failsafe_warnings(cfg: SiteConfig) -> list[str]:
     """What `youxu check-config` should warn about: piles that cannot fall back on their own,
     piles whose safe current is set outside youxu, and a failsafe total the transformer
-    cannot carry."""
-    out: list[str] = []
+    cannot carry. Piles with the same profile and the same problem share one line."""
+    groups: dict[tuple[str, str], list[str]] = {}
     total_kw = 0.0
+
+    def warn(i: int, p: Any, message: str) -> None:
+        groups.setdefault((p.profile, message), []).append(f"piles[{i}] {p.id}")
+
     for i, p in enumerate(cfg.piles):
-        where = f"piles[{i}] {p.id} ({p.profile})"
-        prof = load_profile(p.profile)
-        fs = prof.failsafe
+        fs = load_profile(p.profile).failsafe
         total_kw += safe_kw(p)
         if fs is None:
-            out.append(f"{where}: the pile has no failsafe registers; if youxu stops it keeps its last setpoint "
+            warn(i, p, "the pile has no failsafe registers; if youxu stops it keeps its last setpoint "
                        "(configure a fallback current in the pile itself)")
             continue
         if p.failsafe_a is None:
-            out.append(f"{where}: failsafe_a not set; the pile falls back to min_a {p.min_a:g} A")
+            warn(i, p, f"failsafe_a not set; the pile falls back to min_a {p.min_a:g} A")
         if fs.current is None:
-            out.append(f"{where}: the pile's fallback value is not readable; check it in the vendor's tool")
+            warn(i, p, "the pile's fallback value is not readable; check it in the vendor's tool")
         elif not fs.current.writable:
-            out.append(f"{where}: the safe current is set in the vendor's installer tool, not by youxu; set it to "
+            warn(i, p, f"the safe current is set in the vendor's installer tool, not by youxu; set it to "
                        f"{safe_current_a(p):g} A or less (youxu checks it at start-up)")
         if fs.keepalive is None and fs.timeout is None:
-            out.append(f"{where}: no communication timeout: the pile may never fall back")
+            warn(i, p, "no communication timeout: the pile may never fall back")
         if 0 < safe_current_a(p) < p.min_a:
-            out.append(f"{where}: failsafe_a {p.failsafe_a:g} A is below min_a {p.min_a:g} A; cars may stop")
+            warn(i, p, f"failsafe_a {p.failsafe_a:g} A is below min_a {p.min_a:g} A; cars may stop")
+    out = []
+    for (profile, message), where in groups.items():
+        if len(where) == 1:
+            out.append(f"{where[0]} ({profile}): {message}")
+        else:
+            shown = ", ".join(w.split(" ", 1)[1] for w in where[:6]) + (", ..." if len(where) > 6 else "")
+            out.append(f"{len(where)} {profile} piles ({shown}): {message}")
     limit = cfg.transformer.import_limit_kw - cfg.transformer.margin_kw
     if total_kw > limit:
         out.append(f"piles: failsafe total {total_kw:.1f} kW is above the transformer's import limit less margin "

@@ -222,3 +222,11 @@ def test_check_config_failsafe_total() -> None:
     assert warnings == ["piles: failsafe total 44.2 kW is above the transformer's import limit less margin "
                         "(40.0 kW) even before household load; lower failsafe_a"]
     assert failsafe_warnings(_site(piles, import_limit_kw=60, margin_kw=10)) == []
+
+
+def test_check_config_groups_piles_with_the_same_problem() -> None:
+    piles = [{"id": f"A{i}", "profile": "alfen-ng9xx", "url": f"modbus-tcp://10.0.2.{i}:502", "failsafe_a": 6}
+             for i in range(1, 9)]
+    warnings = failsafe_warnings(_site(piles))
+    assert warnings == ["8 alfen-ng9xx piles (A1, A2, A3, A4, A5, A6, ...): the safe current is set in the vendor's "
+                        "installer tool, not by youxu; set it to 6 A or less (youxu checks it at start-up)"]
