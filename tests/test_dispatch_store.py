@@ -1,0 +1,124 @@
+"""The dispatch store protocol on memory, SQLite and PostgreSQL (127.0.0.1:5432, database `test`)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from controller.dispatch_store import MemoryDispatchStore, SqlDispatchStore, StoredAck, StoredCommand
+
+PG_URL = os.environ.get("YOUXU_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def pg_reachable() -> str | None:
+    try:
+        eng = create_engine(PG_URL, connect_args={"connect_timeout": 2})
+        with eng.connect() as conn:
+            conn.execute(text("select 1"))
+        eng.dispose()
+        return None
+    except (OperationalError, ImportError) as exc:
+        return f"PostgreSQL not reachable at {PG_URL} ({str(exc).splitlines()[0][:100]})"
+
+
+def rec(issuer: str, seq: int, state: str = "received", role: str = "dispatch", **kw: object) -> StoredCommand:
+    return StoredCommand(command_id=kw.pop("command_id", str(uuid.uuid4())), issuer=issuer, seq=seq,  # type: ignore[arg-type]
+                         role=role, state=state, payload='{"x":1}', received_s=1000.0 + seq, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator:
+    """A factory: calling it again gives a new store instance on the same database."""
+    made: list = []
+    if request.param == "memory":
+        shared = MemoryDispatchStore()
+
+        def factory() -> MemoryDispatchStore:
+            return shared
+    elif request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state' / 'youxu.sqlite'}"
+
+        def factory() -> SqlDispatchStore:  # type: ignore[misc]
+            s = SqlDispatchStore.from_url(url)
+            made.append(s)
+            return s
+    else:
+        reason = pg_reachable()
+        if reason:
+            pytest.skip(reason)
+
+        def factory() -> SqlDispatchStore:  # type: ignore[misc]
+            s = SqlDispatchStore.from_url(PG_URL)
+            made.append(s)
+            return s
+    factory.kind = request.param  # type: ignore[attr-defined]
+    yield factory
+    for s in made:
+        s.close()
+
+
+def test_accept_advances_the_issuers_seq_and_refuses_replays(make_store) -> None:
+    store = make_store()
+    issuer = f"dms-{uuid.uuid4().hex[:8]}"
+    assert store.last_seq(issuer) is None
+    first = rec(issuer, 10)
+    assert store.accept(first)
+    assert store.last_seq(issuer) == 10
+    assert not store.accept(rec(issuer, 10))  # same seq, new id
+    assert not store.accept(rec(issuer, 9))  # older
+    assert not store.accept(rec(issuer, 11, command_id=first.command_id))  # same id again
+    assert store.last_seq(issuer) == 10
+    assert store.accept(rec(issuer, 11))
+    assert store.accept(rec(f"{issuer}-other", 1))  # issuers are independent
+    assert store.last_seq(issuer) == 11
+
+
+def test_advance_seq_alone(make_store) -> None:
+    store = make_store()
+    issuer = f"dms-{uuid.uuid4().hex[:8]}"
+    assert store.advance_seq(issuer, 5, 1.0)
+    assert not store.advance_seq(issuer, 5, 2.0)
+    assert store.advance_seq(issuer, 6, 3.0)
+    assert store.last_seq(issuer) == 6
+
+
+def test_commands_update_and_open_listing(make_store) -> None:
+    store = make_store()
+    issuer = f"dms-{uuid.uuid4().hex[:8]}"
+    a, b = rec(issuer, 1, correlation_data=b"\x00\x01", response_topic="r/t"), rec(issuer, 2)
+    assert store.accept(a) and store.accept(b)
+    store.save_command(StoredCommand(**{**a.__dict__, "state": "completed", "end_s": 5.0, "applied_s": 3.0}))
+    mine = [r for r in store.open_commands() if r.issuer == issuer]
+    assert [r.command_id for r in mine] == [b.command_id]
+    got = store.find_command(a.command_id)
+    assert got is not None and (got.state, got.end_s, got.applied_s) == ("completed", 5.0, 3.0)
+    assert got.correlation_data == b"\x00\x01" and got.response_topic == "r/t"
+    assert store.find_command("nope-" + uuid.uuid4().hex) is None
+
+
+def test_last_ack_is_the_latest(make_store) -> None:
+    store = make_store()
+    cid = str(uuid.uuid4())
+    assert store.last_ack(cid) is None
+    for i, status in enumerate(("received", "applied", "completed")):
+        store.record_ack(StoredAck(cid, status, None, 100.0 + i, f'{{"status":"{status}"}}'))
+    store.record_ack(StoredAck(None, "rejected", "BAD_SCHEMA", 104.0, "{}"))
+    last = store.last_ack(cid)
+    assert last is not None and last.status == "completed" and last.payload == '{"status":"completed"}'
+
+
+def test_a_new_store_instance_still_refuses_the_replay(make_store) -> None:
+    issuer = f"dms-{uuid.uuid4().hex[:8]}"
+    first = make_store()
+    c = rec(issuer, 42)
+    assert first.accept(c)
+    second = make_store()  # e.g. after a restart
+    assert second.last_seq(issuer) == 42
+    assert not second.accept(rec(issuer, 42))
+    assert second.find_command(c.command_id) is not None
