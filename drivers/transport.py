@@ -178,6 +178,8 @@ class ModbusBus:
         self.requests = 0
         self.failures = 0
         self.busy_s = 0.0  # time the line spent on requests (incl. timeouts)
+        self.silent_in_a_row = 0  # requests without any answer from any unit, in a row
+        self.reconnects = 0
         self.units: dict[int, UnitHealth] = {}
         if endpoint.scheme == "modbus-tcp":
             self.client: AsyncModbusTcpClient | AsyncModbusSerialClient = AsyncModbusTcpClient(
@@ -231,6 +233,7 @@ class ModbusBus:
             raise DeviceTimeout(f"{self.endpoint.key}: cannot connect")
 
     def _record_ok(self, h: UnitHealth, unit: int) -> None:
+        self.silent_in_a_row = 0
         if h.backoffs and h.consecutive_failures >= self.failures_before_backoff:
             log.warning("%s unit %d answers again", self.endpoint.key, unit)
         h.consecutive_failures = 0
@@ -243,11 +246,23 @@ class ModbusBus:
         h.failures += 1
         h.last_error = message
         if not no_answer:
+            self.silent_in_a_row = 0
             h.exceptions += 1
             h.consecutive_failures = 0  # it answered: alive, the request was wrong
             return
         h.timeouts += 1
         h.consecutive_failures += 1
+        self.silent_in_a_row += 1
+        if (self.endpoint.scheme == "modbus-tcp" and self.silent_in_a_row >= self.failures_before_backoff
+                and self.client.connected):
+            # nobody behind this connection answers: it may be half-open (device rebooted,
+            # gateway restarted); open a fresh one on the next request
+            log.warning("%s: no answer to %d requests in a row, reconnecting", self.endpoint.key,
+                        self.silent_in_a_row)
+            self.client.close()
+            self.reconnects += 1
+            self.silent_in_a_row = 0
+            self._last_connect_try = -1e9  # connect again at once
         if h.consecutive_failures >= self.failures_before_backoff:
             h.backoff_s = min(self.backoff_max_s, max(self.backoff_min_s, h.backoff_s * 2))
             h.backoff_until = time.monotonic() + h.backoff_s
