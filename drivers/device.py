@@ -53,6 +53,17 @@ class ProfiledDevice:
         except RegisterValueError as exc:
             raise DeviceError(f"unit {self.unit} {name}: {exc}") from None
 
+    def optional_value(self, raw: dict[str, list[int]], name: str) -> float | None:
+        """Like `value`, but a register holding NaN or infinity (a device's "not available")
+        gives None: for informational values a poll must not fail on."""
+        reg = self.registers.get(name)
+        if reg is None or name not in raw:
+            return None
+        try:
+            return decode_canonical(raw[name], reg)
+        except RegisterValueError:
+            return None
+
     def text_or_number(self, raw: dict[str, list[int]], name: str) -> float | str | None:
         reg = self.registers.get(name)
         if reg is None or name not in raw:

@@ -85,19 +85,19 @@ class ModbusPile(ProfiledDevice):
             raise DeviceError(f"profile {self.profile.name} has no power register")
         if abs(power_kw) > 1000:
             raise DeviceError(f"implausible pile power {power_kw:.0f} kW (wrong profile or scale?)")
-        sp = self.value(raw, "setpoint")
+        sp = self.optional_value(raw, "setpoint")  # Alfen reads NaN until a max current is written
         if sp is None:
             sp_kw = sp_a = None
         elif self.setpoint_spec.quantity == "current":
             sp_a, sp_kw = sp, self.a_to_kw(sp)
         else:
             sp_kw, sp_a = sp, self.kw_to_a(sp)
-        soc_pct = self.value(raw, "soc")
+        soc_pct = self.optional_value(raw, "soc")
         soc = None if soc_pct is None or not 0 <= soc_pct <= 100 else soc_pct / 100.0
         return PileReading(
             status=self.decode_status(raw),
             power_kw=power_kw,
-            energy_kwh=self.value(raw, "energy"),
+            energy_kwh=self.optional_value(raw, "energy"),
             setpoint_kw=sp_kw,
             setpoint_a=sp_a,
             soc=soc,

@@ -181,6 +181,23 @@ async def test_pile_status_codes(name: str, modbus_servers) -> None:
         pool.close()
 
 
+async def test_unavailable_setpoint_does_not_fail_the_poll(modbus_servers) -> None:
+    # Alfen answers NaN (0xFFFF words) for a max current nobody has written yet
+    case = PILE_CASES["alfen-ng9xx"]
+    img = pile_image(case)
+    img.set_raw("setpoint", float("nan"))
+    url = modbus_servers.tcp([serve_image(img, 1)])
+    pool = BusPool()
+    try:
+        out = await read_device(load_profile("alfen-ng9xx"), pool, url, 1, 1.0)
+        assert out == {"profile": "alfen-ng9xx", **case.expected, "setpoint_a": None}
+        img.set_raw("power", float("nan"))  # but a power it cannot read is an error
+        with pytest.raises(UserError, match="non-finite"):
+            await read_device(load_profile("alfen-ng9xx"), pool, url, 1, 1.0)
+    finally:
+        pool.close()
+
+
 @pytest.mark.parametrize("name", PILES)
 def test_pile_set_current_writes_exactly(name: str, modbus_servers, capsys: pytest.CaptureFixture) -> None:
     case = PILE_CASES[name]
