@@ -296,14 +296,16 @@ class Session:
     car_max_kw: float | None  # on-board charger, when below the pile
 
     def to_scenario(self, session_id: str, pile_id: str) -> dict:
+        soc = round(self.soc_arrival, 3)
+        energy = min(round(self.energy_kwh, 2), np.floor((1.0 - soc) * self.battery_kwh * 100) / 100)
         out = {
             "id": session_id,
             "pile": pile_id,
             "arrival_s": self.arrival_s,
             "departure_s": self.departure_s,
-            "energy_kwh": round(self.energy_kwh, 2),
+            "energy_kwh": float(energy),
             "battery_kwh": self.battery_kwh,
-            "soc_arrival": round(self.soc_arrival, 3),
+            "soc_arrival": soc,
             "v2g": self.v2g,
             "min_soc": self.min_soc,
             "priority": "urgent" if self.urgent else "normal",

@@ -332,6 +332,11 @@ class HouseholdModel:
         self.rng = rng
         self.homes = draw_homes(params, rng)
         self.weather_seed = int(rng.integers(2**62))  # the weather has its own stream
+        # per appliance: which homes own one, and its power in each home
+        self.owned: dict[str, tuple[np.ndarray, np.ndarray]] = {
+            a.name: (rng.random(params.n) < a.ownership, rng.uniform(*a.power_kw, params.n))
+            for a in params.appliances
+        }
 
     def simulate(self, axis: LocalAxis, per_home: bool = False) -> HouseholdLoad:
         if axis.resolution_s != MIN_S:
@@ -342,8 +347,8 @@ class HouseholdModel:
         ev = _Events()
         all_homes = np.arange(p.n)
         always_kw = homes.standby_kw.copy()
-        if "water_heater" in self._owned_power():
-            always_kw += p.water_heater_standing_kw * self._owned_power()["water_heater"][0]
+        if "water_heater" in self.owned:
+            always_kw += p.water_heater_standing_kw * self.owned["water_heater"][0]
         ev.add("plain", all_homes, np.zeros(p.n, dtype=np.int64), np.full(p.n, n), always_kw)
         self._fridges(ev, n)
         dates = axis.dates()
@@ -390,25 +395,13 @@ class HouseholdModel:
         ev.add("plain", home[keep], np.round(starts[keep]).astype(np.int64),
                np.round(ends[keep]).astype(np.int64), np.broadcast_to(kw[:, None], starts.shape)[keep])
 
-    def _owned_power(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per appliance: ownership mask and each home's power, drawn once."""
-        if not hasattr(self, "_owned"):
-            self._owned = {}
-            for a in self.params.appliances:
-                self._owned[a.name] = (
-                    self.rng.random(self.params.n) < a.ownership,
-                    self.rng.uniform(*a.power_kw, self.params.n),
-                )
-        return self._owned
-
     def _appliances(self, ev: _Events, d: date, weekend: bool, t_mid: int) -> None:
         p, homes, rng = self.params, self.homes, self.rng
-        owned = self._owned_power()
         dark = _darkness(d)
         for a in p.appliances:
             if p.season not in a.seasons:
                 continue
-            own, kw = owned[a.name]
+            own, kw = self.owned[a.name]
             rate = a.events_per_day * (a.weekend_factor if weekend else 1.0) * homes.activity * own
             if a.name == "lighting" and p.season == "winter":
                 rate = rate * 1.3

@@ -98,6 +98,8 @@ def test_every_preset_validates_and_round_trips(name: str) -> None:
     assert len(sc.base_load.phases["L1"]) * sc.base_load.resolution_s == sc.duration_s
     assert len(sc.tariff.import_yuan_per_kwh) * sc.tariff.resolution_s == sc.duration_s
     assert sc.sessions and sc.piles
+    for s in sc.sessions:
+        assert s.energy_kwh > 0 and s.soc_arrival + s.energy_kwh / s.battery_kwh <= 1.0
     base = sc.base_phase_kw()
     assert base.sum(axis=1).max() < 0.92 * sc.site.limit_kw  # households alone always fit
     assert (base.max(axis=0) < 0.98 * sc.phase_limits_kw()).all()
