@@ -339,6 +339,13 @@ class SessionModel:
 
     def __init__(self, fleet: Fleet, community: Community, params: EvParams, rng: np.random.Generator) -> None:
         self.fleet, self.community, self.params, self.rng = fleet, community, params, rng
+        piles = community.piles
+        self.pile_arrays = {
+            "dc": np.array([p.kind.dc for p in piles], dtype=bool),
+            "max_kw": np.array([p.kind.max_kw for p in piles], dtype=float),
+            "min_kw": np.array([p.kind.min_kw for p in piles], dtype=float),
+            "shared": np.array([not p.private for p in piles], dtype=bool),
+        }
 
     def simulate(self, axis: LocalAxis, season: str = "shoulder") -> list[Session]:
         """Sessions on `axis`; `season` scales consumption per km (cabin heating, air conditioning)."""
@@ -350,7 +357,7 @@ class SessionModel:
             return sessions
         soc = f.soc0[cars].copy()
         prev_dep_s = np.full(cars.size, np.iinfo(np.int64).min // 2, dtype=np.int64)
-        shared_free_s = {i: -np.inf for i, pile in enumerate(c.piles) if not pile.private}
+        shared_free_s = np.full(len(c.piles), -np.inf)  # when each shared pile is free again
         drivers = list(DRIVERS.values())
         dates = axis.dates()
         base = dates[0].toordinal()
@@ -437,24 +444,21 @@ class SessionModel:
         car_kw = _car_kw(kind, float(self.fleet.obc_kw[car]))
         return kind.max_kw if car_kw is None else car_kw
 
-    def _shared_slot(self, car: int, arr_s: int, dep_s: int, free_s: dict[int, float]) -> tuple[int, int] | None:
-        """The shared pile this car gets: the earliest free within the waiting time, the fastest on a tie."""
-        best: tuple[float, float, int] | None = None
-        for pile_i, free_at in free_s.items():
-            kind = self.community.piles[pile_i].kind
-            if kind.dc and not self.fleet.dc[car]:
-                continue
-            if not kind.dc and min(self.fleet.obc_kw[car], kind.max_kw) < kind.min_kw:
-                continue
-            start = max(arr_s, free_at)
-            if start > arr_s + self.params.shared_wait_s or start > dep_s - 1800:
-                continue
-            key = (start, -self._kw(pile_i, car), pile_i)
-            if best is None or key < best:
-                best = key
-        if best is None:
+    def _shared_slot(self, car: int, arr_s: int, dep_s: int, free_s: np.ndarray) -> tuple[int, int] | None:
+        """The shared pile this car gets: the earliest free within the waiting time, the fastest on a tie.
+
+        `free_s` holds, per pile, when it is free again (-inf for private piles, which are never offered).
+        """
+        k = self.pile_arrays
+        car_kw = np.where(k["dc"], k["max_kw"], np.minimum(k["max_kw"], self.fleet.obc_kw[car]))
+        usable = k["shared"] & np.where(k["dc"], bool(self.fleet.dc[car]), car_kw >= k["min_kw"])
+        start = np.maximum(float(arr_s), free_s)
+        ok = usable & (start <= arr_s + self.params.shared_wait_s) & (start <= dep_s - 1800)
+        if not ok.any():
             return None
-        return best[2], int(np.ceil(best[0] / 60) * 60)
+        idx = np.flatnonzero(ok)
+        best = idx[np.lexsort((idx, -car_kw[idx], start[idx]))[0]]
+        return int(best), int(np.ceil(start[best] / 60) * 60)
 
 
 def _fit_window(sessions: list[Session], duration_s: int, model: SessionModel) -> list[Session]:
