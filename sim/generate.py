@@ -7,17 +7,18 @@ arguments always give byte-identical JSON.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from sim.ev import Community, Fleet, SessionModel, build_piles, draw_fleet
-from sim.grid_events import dispatch_entries
+from sim.grid_events import GridEventParams, dispatch_entries
 from sim.household import HouseholdModel
 from sim.measured_load import load_measured_csv, measured_phase_kw
 from sim.presets import EXPORT_SHARE, PHASE_LIMIT_FACTOR, POWER_FACTOR, Preset, preset_names, resolve_preset
 from sim.scenario import SCENARIO_FORMAT, Scenario
-from sim.tou import LocalAxis, beijing_tou, tariff_block
+from sim.tou import LocalAxis, TouTariff, beijing_tou, tariff_block
 
 __all__ = ["generate_scenario", "preset_names", "scenario_at_penetration"]
 
@@ -41,13 +42,16 @@ def generate_scenario(
     base_load_csv: str | Path | None = None,
     base_load_scale: float = 1.0,
     dispatch: bool = True,
+    events: GridEventParams | None = None,
+    tariff: TouTariff | None = None,
 ) -> Scenario:
     """A scenario for the named preset (see `preset_names()`), starting at local noon.
 
     `piles`/`households`/`penetration` override the preset (with `households` alone, the pile
     count scales with it); `season` overrides the preset's (`summer`, `winter`, `shoulder`).
     `base_load_csv` replaces the modelled household load by a measured one (sim.measured_load),
-    multiplied by `base_load_scale`.
+    multiplied by `base_load_scale`. `events` replaces the preset's dispatch events (days, times,
+    values), `tariff` the default Beijing time-of-use tariff; `dispatch=False` leaves commands out.
     """
     p, chosen = resolve_preset(preset, season)
     if days < 1:
@@ -60,7 +64,10 @@ def generate_scenario(
     elif piles < 1 and piles != FOLLOW_FLEET:
         raise ValueError(f"piles must be at least 1 (got {piles})")
     pen = p.penetration if penetration is None else float(penetration)
-    return _build(p, chosen, seed, n_homes, piles, days, pen, base_load_csv, base_load_scale, dispatch)
+    if events is not None:
+        p = replace(p, events=events)
+    return _build(p, chosen, seed, n_homes, piles, days, pen, base_load_csv, base_load_scale, dispatch,
+                  tariff or beijing_tou())
 
 
 def scenario_at_penetration(
@@ -75,11 +82,13 @@ def scenario_at_penetration(
     """
     p, chosen = resolve_preset(preset, season)
     n_homes = households if households is not None else p.households
-    return _build(p, chosen, seed, n_homes, FOLLOW_FLEET, days, float(penetration), None, 1.0, dispatch)
+    return _build(p, chosen, seed, n_homes, FOLLOW_FLEET, days, float(penetration), None, 1.0, dispatch,
+                  beijing_tou())
 
 
 def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: int, penetration: float,
-           base_load_csv: str | Path | None, base_load_scale: float, with_dispatch: bool) -> Scenario:
+           base_load_csv: str | Path | None, base_load_scale: float, with_dispatch: bool,
+           tariff: TouTariff) -> Scenario:
     start = p.start(season)
     axis = LocalAxis(start, days * 86400, 60)
     if base_load_csv is not None:
@@ -126,7 +135,7 @@ def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: 
             "resolution_s": 60,
             "phases": {ph: [round(float(x), 2) for x in phase_kw[:, i]] for i, ph in enumerate(("L1", "L2", "L3"))},
         },
-        "tariff": tariff_block(beijing_tou(), axis, 900),
+        "tariff": tariff_block(tariff, axis, 900),
         "piles": pile_dicts,
         "sessions": session_dicts,
         "dispatch": dispatch,

@@ -225,19 +225,13 @@ def test_dispatch_commands_follow_the_contract() -> None:
     assert [e.command["command_id"] for e in other.dispatch] != ids
 
 
-def test_dispatch_days_are_configurable() -> None:
-    from dataclasses import replace
-
-    from sim import presets
-
-    preset = replace(PRESETS["small"], events=GridEventParams(peak_days=(0, 1, 2), valley_days=(), v2g_days=()))
-    presets.PRESETS["test-events"] = preset
-    try:
-        sc = generate_scenario("test-events", days=3)
-    finally:
-        del presets.PRESETS["test-events"]
+def test_dispatch_days_and_tariff_are_configurable() -> None:
+    events = GridEventParams(peak_days=(0, 1, 2), valley_days=(), v2g_days=())
+    sc = generate_scenario("small", days=3, events=events, tariff=beijing_tou(valley=0.1))
     starts = [datetime.fromisoformat(e.command["valid_from"]) for e in sc.dispatch]
     assert [s.day for s in starts] == [1, 2, 3] and all(s.hour == 19 for s in starts)
+    assert min(sc.tariff.import_yuan_per_kwh) == 0.1
+    assert generate_scenario("small", dispatch=False).dispatch == []
 
 
 def test_hosting_capacity_keeps_everything_but_the_fleet() -> None:
