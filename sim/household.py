@@ -81,11 +81,12 @@ class Appliance:
     seasons: tuple[str, ...] = ("summer", "winter", "shoulder")
     dark: bool = False  # weight additionally by darkness (lighting)
     winter_duration_factor: float = 1.0
+    winter_rate_factor: float = 1.0
 
 
 _FLAT = (1.0,) * 24
 APPLIANCES: tuple[Appliance, ...] = (
-    Appliance("lighting", 1.00, 2.2, 1.0, (110, 0.5), (0.03, 0.15), _FLAT, dark=True),
+    Appliance("lighting", 1.00, 2.2, 1.0, (110, 0.5), (0.03, 0.15), _FLAT, dark=True, winter_rate_factor=1.3),
     Appliance("cooking", 0.90, 1.8, 1.3, (25, 0.4), (0.6, 1.6), (
         0, 0, 0, 0, 0, 0.1, 0.8, 1.0, 0.3, 0.1, 0.3, 1.0, 0.8, 0.1, 0.1, 0.1, 0.3, 1.0, 1.0, 0.5, 0.1, 0, 0, 0)),
     Appliance("kettle", 0.85, 2.5, 1.1, (4, 0.3), (1.5, 2.0), (
@@ -177,11 +178,18 @@ class Heating:
     direct_kw: tuple[float, float] = (1.0, 2.0)
 
 
+INDOOR_C = 18.0
+HEAT_DESIGN_C = -12.0  # outdoor temperature at which a heat pump runs at its rating
+
+
+def heat_pump_cop(t_c: np.ndarray | float) -> np.ndarray:
+    return np.clip(2.8 + 0.07 * np.asarray(t_c, dtype=float), 1.8, 4.0)
+
+
 def heat_pump_fraction(t_c: np.ndarray) -> np.ndarray:
     """Electric input of a heat pump as a fraction of its rating, by outdoor temperature."""
-    demand = np.clip((18.0 - t_c) / 30.0, 0.08, 1.0)
-    cop = np.clip(2.8 + 0.07 * t_c, 1.8, 4.0)
-    return np.clip(demand * 1.96 / cop, 0.05, 1.0)
+    demand = np.clip((INDOOR_C - t_c) / (INDOOR_C - HEAT_DESIGN_C), 0.08, 1.0)
+    return np.clip(demand * heat_pump_cop(HEAT_DESIGN_C) / heat_pump_cop(t_c), 0.05, 1.0)
 
 
 def ac_fraction(t_c: np.ndarray) -> np.ndarray:
@@ -403,8 +411,8 @@ class HouseholdModel:
                 continue
             own, kw = self.owned[a.name]
             rate = a.events_per_day * (a.weekend_factor if weekend else 1.0) * homes.activity * own
-            if a.name == "lighting" and p.season == "winter":
-                rate = rate * 1.3
+            if p.season == "winter":
+                rate = rate * a.winter_rate_factor
             count = rng.poisson(rate)
             home = np.repeat(np.arange(p.n), count)
             if home.size == 0:
@@ -463,7 +471,7 @@ class HouseholdModel:
         # storage heaters: timers switch on at the start of the heating valley, run until charged
         st = np.flatnonzero(homes.heating == 2)
         if st.size:
-            need_kwh = homes.storage_kwh_per_k[st] * max(18.0 - tmean, 0.0)
+            need_kwh = homes.storage_kwh_per_k[st] * max(INDOOR_C - tmean, 0.0)
             dur = np.minimum(need_kwh / homes.heating_kw[st] * 60.0, 12 * 60).astype(np.int64)
             s = t_mid + int(h.storage_on_h * 60) + rng.integers(0, 16, st.size)
             ev.add("plain", st, s, s + dur, homes.heating_kw[st])
