@@ -1,0 +1,477 @@
+"""`MqttGridLink`: the daemon's `GridLink` over MQTT (contract section 4).
+
+Threads and tasks:
+- paho's network thread receives; `_from_network` hands each message to the asyncio loop
+  (`call_soon_threadsafe` onto an `asyncio.Queue`);
+- one asyncio task handles messages in arrival order: validation, duplicate and sequence checks
+  (the store runs on a single worker thread, so the database never blocks the loop), the
+  `received` acknowledgement straight from this path, bookings, heartbeats;
+- `after_tick` (called by the fast loop) and a twice-a-second housekeeping task drive the command
+  state machine (`applied`, `completed`, ...), link-loss detection, telemetry, pile state, events;
+- a publisher thread in `drivers.mqtt_link` feeds paho; nothing here waits for the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from controller.arbitration import dispatch_limits
+from controller.commands import Ack, CommandBook, CommandRecord, Transition
+from controller.dispatch_schema import (
+    EXPIRED,
+    OUT_OF_SEQUENCE,
+    Rejection,
+    check_default,
+    check_times,
+    decode_json_object,
+    parse_rfc3339,
+    validate_command,
+)
+from controller.dispatch_store import DispatchStore, SqlDispatchStore, StoredAck
+from controller.errors import UserError
+from controller.grid_payloads import (
+    event_payload,
+    pile_state_changed,
+    pile_state_payload,
+    status_payload,
+    telemetry_payload,
+    to_json,
+)
+from controller.gridlink import Booking, DispatchLimits, TickReport
+from controller.link_watch import FALLBACK_ENDED, LINK_LOST, LINK_RESTORED, LinkWatch
+from controller.session_request import PileInfo, parse_booking
+from controller.siteconfig import SiteConfig
+from drivers.mqtt_link import Inbound, MqttConnection, MqttSettings, Outbound, SiteTopics, classify_topic
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_S = 0.5
+OVERLOAD_TOLERANCE_KW = 0.1
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+def _version() -> str:
+    try:
+        return metadata.version("youxu")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def read_hmac_key(path: object) -> bytes | None:
+    """The site's HMAC key: the key file's content without surrounding whitespace."""
+    if path is None:
+        return None
+    try:
+        key = Path(str(path)).read_bytes().strip()
+    except OSError as exc:
+        raise UserError(f"mqtt.hmac_key_file {path}: {exc.strerror or exc}") from None
+    if not key:
+        raise UserError(f"mqtt.hmac_key_file {path}: empty")
+    return key
+
+
+class MqttGridLink:
+    """Dispatch, bookings, acknowledgements, telemetry and events over one MQTT broker."""
+
+    def __init__(self, cfg: SiteConfig, clock: Clock, store: object | None = None) -> None:
+        if cfg.mqtt is None:
+            raise UserError("the site config has no mqtt section")
+        self.cfg, self.m, self.clock, self.tz = cfg, cfg.mqtt, clock, cfg.tz
+        self.site_id = cfg.site.id
+        self.topics = SiteTopics(self.site_id)
+        self.key = read_hmac_key(self.m.hmac_key_file)
+        self.version = _version()
+        self.book = CommandBook(apply_grace_s=self.m.apply_grace_s, setpoint_tolerance_kw=self.m.setpoint_tolerance_kw)
+        self.watch = LinkWatch(self.m.link_loss_s, clock.now())
+        self.piles = {p.id: PileInfo(p.id, p.v2g) for p in cfg.piles}
+        self._store_arg = store
+        self.store: DispatchStore | None = None
+        self._owns_store = False
+        self._seq_cache: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="youxu-dispatch-db")
+        self._bookings: list[Booking] = []
+        self._status = "online"
+        self._last_telemetry_s = -math.inf
+        self._pile_sent: dict[str, dict[str, Any]] = {}
+        self._overload = False
+        self._faulted: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: asyncio.Queue[Inbound] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.acks_published = 0
+        settings = MqttSettings.from_section(self.m, self.site_id)
+        will = Outbound(self.topics.status, to_json(status_payload("offline", clock.now(), self.tz, self.version)),
+                        qos=1, retain=True)
+        self.conn = MqttConnection(settings, self.topics.subscriptions(), clock, on_message=self._from_network,
+                                   will=will, birth=self._birth)
+
+    # ---- GridLink ------------------------------------------------------------------------------
+    def limits(self, t_s: np.ndarray) -> DispatchLimits:
+        now = self.clock.now()
+        with self._lock:
+            fallback = self.watch.fallback or self.watch.silent_s(now) > self.watch.link_loss_s
+            return dispatch_limits(self.book.in_force(), t_s, default=self.book.default_command(),
+                                   link_lost=fallback, fallback_limit_kw=self.m.fallback_limit_kw)
+
+    def take_bookings(self) -> list[Booking]:
+        with self._lock:
+            out, self._bookings = self._bookings, []
+        return out
+
+    def after_tick(self, report: TickReport) -> None:
+        try:
+            with self._lock:
+                transitions = self.book.update(report.t_s) + self.book.check_applied(report)
+            self._emit(transitions, report.t_s)
+            self._check_link(report.t_s)
+            self._safe_mode(report)
+            self._overload_events(report)
+            self._pile_events(report)
+            if report.t_s - self._last_telemetry_s >= self.m.telemetry_period_s:
+                self._last_telemetry_s = report.t_s
+                active = self.limits(np.array([report.t_s])).active_command_ids
+                self.conn.publish(Outbound(self.topics.telemetry, to_json(telemetry_payload(report, active, self.tz)),
+                                           qos=0), "telemetry")
+        except Exception:  # the tick must never fail because of the grid link
+            log.exception("grid link: after_tick failed")
+
+    def event(self, kind: str, message: str, **fields: object) -> None:
+        payload = event_payload(kind, message, self.clock.now(), self.tz, dict(fields))
+        self.conn.publish(Outbound(self.topics.events, to_json(payload), qos=1), "reliable")
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._inbox = asyncio.Queue()
+        self.store = await self._loop.run_in_executor(self._db, self._open_store)
+        stored = await self._db_call(self.store.open_commands)
+        now = self.clock.now()
+        with self._lock:
+            self.book.restore(stored)
+            for rec in [*self.book.open.values(), *([self.book.default] if self.book.default else [])]:
+                self._seq_cache[rec.cmd.issuer] = max(self._seq_cache.get(rec.cmd.issuer, -1), rec.cmd.seq)
+            transitions = self.book.update(now)
+            self.watch = LinkWatch(self.m.link_loss_s, now)
+        self._emit(transitions, now)
+        self.conn.start()
+        self._tasks = [asyncio.create_task(self._consume(), name="youxu-dispatch-in"),
+                       asyncio.create_task(self._housekeeping(), name="youxu-dispatch-housekeeping")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        offline = Outbound(self.topics.status,
+                           to_json(status_payload("offline", self.clock.now(), self.tz, self.version)), retain=True)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self.conn.stop(final=offline))
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self._db.shutdown(wait=True))
+        if self._owns_store and self.store is not None:
+            self.store.close()
+
+    # ---- state for others -----------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.conn.connected
+
+    @property
+    def link_lost(self) -> bool:
+        return self.watch.lost
+
+    def _birth(self) -> Outbound:
+        payload = status_payload(self._status, self.clock.now(), self.tz, self.version)
+        return Outbound(self.topics.status, to_json(payload), qos=1, retain=True)
+
+    def _open_store(self) -> DispatchStore:
+        s = self._store_arg
+        if s is None:
+            url = self.cfg.storage.database_url()
+            try:
+                self._owns_store = True
+                return SqlDispatchStore.from_url(url)
+            except Exception as exc:
+                raise UserError(f"storage {url}: cannot open the dispatch tables ({exc})") from None
+        if hasattr(s, "accept") and hasattr(s, "open_commands"):
+            return s  # type: ignore[return-value]
+        if hasattr(s, "engine"):  # the daemon's storage: share its database
+            return SqlDispatchStore(s.engine)
+        raise TypeError(f"unusable dispatch store {s!r}")
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    def _from_network(self, msg: Inbound) -> None:
+        """paho's thread: hand the message to the asyncio side."""
+        assert self._loop is not None and self._inbox is not None
+        self._loop.call_soon_threadsafe(self._inbox.put_nowait, msg)
+
+    async def _db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._db, fn, *args)
+
+    def _db_submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        def done(f: Future[Any]) -> None:
+            if f.exception() is not None:
+                log.error("dispatch store: %s failed: %s", getattr(fn, "__name__", fn), f.exception())
+
+        try:
+            self._db.submit(fn, *args).add_done_callback(done)
+        except RuntimeError:  # shut down
+            log.warning("dispatch store closed; %s not persisted", getattr(fn, "__name__", fn))
+
+    def _publish_ack(self, ack: Ack, rec: CommandRecord | None = None, *, response_topic: str | None = None,
+                     correlation: bytes | None = None, duplicate: bool = False) -> None:
+        payload = ack.payload(self.tz)
+        if duplicate:
+            payload["duplicate"] = True
+        data = to_json(payload)
+        self.conn.publish(Outbound(self.topics.ack, data, qos=1), "reliable")
+        rt = response_topic or (rec.response_topic if rec else None)
+        if rt:
+            corr = correlation if correlation is not None else (rec.correlation_data if rec else None)
+            self.conn.publish(Outbound(rt, data, qos=1, correlation_data=corr), "reliable")
+        self.acks_published += 1
+        if not duplicate:
+            self._db_submit(self._store_ack, StoredAck(ack.command_id, ack.status, ack.reason, ack.at_s, data.decode()))
+
+    def _store_ack(self, ack: StoredAck) -> None:
+        assert self.store is not None
+        self.store.record_ack(ack)
+
+    def _save(self, rec: CommandRecord, now_s: float) -> None:
+        stored = rec.to_stored(now_s)
+        self._db_submit(lambda: self.store.save_command(stored))  # type: ignore[union-attr]
+
+    def _emit(self, transitions: list[Transition], now_s: float) -> None:
+        for rec, ack in transitions:
+            self._save(rec, now_s)
+            if ack is not None and (rec.cmd.response_required or ack.status == "rejected"):
+                self._publish_ack(ack, rec)
+
+    def _link_event(self, kind: str, now_s: float) -> None:
+        d = self.book.default_command()
+        silent = self.watch.silent_s(now_s)
+        if kind == LINK_LOST:
+            applies = (f"default {d.command_id}" if d else
+                       f"fallback {self.m.fallback_limit_kw:g} kW" if self.m.fallback_limit_kw else "no fallback limit")
+            self.event(LINK_LOST, f"no message from the grid for {silent:.0f} s; applying {applies}",
+                       silent_s=round(silent, 1), default_command_id=d.command_id if d else None,
+                       fallback_limit_kw=self.m.fallback_limit_kw)
+        elif kind == LINK_RESTORED:
+            self.event(LINK_RESTORED, "the grid is heard again; the default applies until a fresh command")
+        elif kind == FALLBACK_ENDED:
+            self.event(FALLBACK_ENDED, "fresh dispatch command accepted; the fallback no longer applies")
+
+    def _check_link(self, now_s: float) -> None:
+        with self._lock:
+            change = self.watch.check(now_s)
+        if change:
+            log.warning("grid link lost: nothing heard for %.0f s", self.watch.silent_s(now_s))
+            self._link_event(change, now_s)
+
+    def _heard(self, now_s: float, *, command: bool) -> None:
+        with self._lock:
+            changes = self.watch.command_accepted(now_s) if command else [self.watch.heard(now_s)]
+        for c in changes:
+            if c:
+                self._link_event(c, now_s)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            try:
+                now = self.clock.now()
+                with self._lock:
+                    transitions = self.book.update(now)
+                self._emit(transitions, now)
+                self._check_link(now)
+            except Exception:
+                log.exception("grid link housekeeping failed")
+
+    async def _consume(self) -> None:
+        assert self._inbox is not None
+        while True:
+            msg = await self._inbox.get()
+            try:
+                await self._handle(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("grid link: message on %s failed", msg.topic)
+            finally:
+                self.conn.ack(msg)
+
+    async def _handle(self, msg: Inbound) -> None:
+        kind, site, pile = classify_topic(msg.topic)
+        if kind in ("dispatch", "default"):
+            await self._on_command(msg, kind, site)
+        elif kind == "heartbeat":
+            self._on_heartbeat(msg)
+        elif kind == "session_request" and pile is not None:
+            self._on_booking(msg, pile)
+
+    # ---- incoming ----------------------------------------------------------------------------
+    def _reject(self, rej: Rejection, msg: Inbound, now_s: float) -> None:
+        log.info("dispatch %s rejected: %s %s %s", rej.command_id, rej.reason, rej.field, rej.detail)
+        ack = Ack(rej.command_id, "rejected", now_s, reason=rej.reason, field=rej.field, detail=rej.detail)
+        self._publish_ack(ack, response_topic=msg.response_topic, correlation=msg.correlation_data)
+
+    async def _on_command(self, msg: Inbound, role: str, topic_site: str | None) -> None:
+        now = self.clock.now()
+        if msg.expiry_s is not None and now > msg.received_s + msg.expiry_s:
+            cid = decode_json_object(msg.payload)
+            cid = cid.get("command_id") if isinstance(cid, dict) and isinstance(cid.get("command_id"), str) else None
+            self._reject(Rejection(EXPIRED, "message_expiry", "MQTT message expired before it was handled", cid),
+                         msg, now)
+            return
+        cmd = validate_command(msg.payload, site_id=self.site_id, topic_site=topic_site, key=self.key,
+                               strict=self.m.strict)
+        if isinstance(cmd, Rejection):
+            self._reject(cmd, msg, now)
+            return
+        if role == "default":
+            current = self.book.default
+            if current is not None and current.command_id == cmd.command_id:
+                return  # the broker re-delivering the retained default
+            if (rej := check_default(cmd)) is not None:
+                self._reject(rej, msg, now)
+                return
+        assert self.store is not None
+        prev = await self._db_call(self.store.find_command, cmd.command_id)
+        if prev is not None:
+            if msg.retain:
+                return  # a retained copy of something handled before
+            self._heard(now, command=False)
+            last = await self._db_call(self.store.last_ack, cmd.command_id)
+            if last is not None:
+                payload = json.loads(last.payload) | {"duplicate": True}
+                self.conn.publish(Outbound(self.topics.ack, to_json(payload), qos=1), "reliable")
+                if msg.response_topic:
+                    self.conn.publish(Outbound(msg.response_topic, to_json(payload), qos=1,
+                                               correlation_data=msg.correlation_data), "reliable")
+            return
+        rej = check_times(cmd, now, self.m.clock_skew_s, retained_default=(role == "default"))
+        if rej is not None:
+            self._reject(rej, msg, now)
+            return
+        rec = CommandRecord(cmd=cmd, role=role, state="received", received_s=now, payload=msg.payload.decode(),
+                            end_s=cmd.end_s, response_topic=msg.response_topic,
+                            correlation_data=msg.correlation_data)
+        if not await self._accept_seq(rec, now):
+            last = self._seq_cache.get(cmd.issuer)
+            self._reject(Rejection(OUT_OF_SEQUENCE, "seq", f"{cmd.seq} is not above {cmd.issuer}'s last ({last})",
+                                   cmd.command_id), msg, now)
+            return
+        with self._lock:
+            transitions = self.book.admit(rec, now)
+        self._emit(transitions, now)
+        if role == "dispatch":
+            self._heard(now, command=True)
+        elif not msg.retain:
+            self._heard(now, command=False)
+
+    async def _accept_seq(self, rec: CommandRecord, now_s: float) -> bool:
+        """Persist the command and its issuer's seq atomically; a replay after restart fails here."""
+        issuer, seq = rec.cmd.issuer, rec.cmd.seq
+        if issuer in self._seq_cache and seq <= self._seq_cache[issuer]:
+            return False
+        assert self.store is not None
+        try:
+            ok = await self._db_call(self.store.accept, rec.to_stored(now_s))
+        except Exception as exc:  # database down: the grid's command still counts, in memory
+            log.error("dispatch store unavailable (%s); command %s accepted in memory only", exc, rec.command_id)
+            self.event("dispatch_store_error", f"command {rec.command_id} not persisted: {exc}")
+            ok = True
+        if not ok:
+            with contextlib.suppress(Exception):
+                last = await self._db_call(self.store.last_seq, issuer)
+                if last is not None:
+                    self._seq_cache[issuer] = max(self._seq_cache.get(issuer, -1), last)
+            return False
+        self._seq_cache[issuer] = seq
+        return True
+
+    def _on_heartbeat(self, msg: Inbound) -> None:
+        now = self.clock.now()
+        obj = decode_json_object(msg.payload)
+        try:
+            if isinstance(obj, Rejection):
+                raise ValueError(obj.detail)
+            at_s = parse_rfc3339(obj.get("at"))
+        except ValueError as exc:
+            log.debug("ignoring heartbeat: %s", exc)
+            return
+        if msg.retain or abs(at_s - now) > self.m.clock_skew_s:
+            log.warning("ignoring heartbeat at %s (retained or outside the clock skew)", obj.get("at"))
+            return
+        self._heard(now, command=False)
+
+    def _on_booking(self, msg: Inbound, pile_id: str) -> None:
+        now = self.clock.now()
+        res = parse_booking(msg.payload, pile_id, self.piles, now, strict=self.m.strict)
+        if isinstance(res, Rejection):
+            payload = event_payload("booking_rejected", f"booking for {pile_id} refused: {res.field}: {res.detail}",
+                                    now, self.tz, {"pile": pile_id, "reason": res.reason, "field": res.field})
+        else:
+            with self._lock:
+                self._bookings.append(res)
+            payload = event_payload("booking_accepted", f"booking for {pile_id} accepted", now, self.tz,
+                                    {"pile": pile_id, "energy_kwh": res.energy_kwh, "priority": res.priority})
+        self.conn.publish(Outbound(self.topics.events, to_json(payload), qos=1), "reliable")
+        if msg.response_topic:
+            self.conn.publish(Outbound(msg.response_topic, to_json(payload), qos=1,
+                                       correlation_data=msg.correlation_data), "reliable")
+
+    # ---- derived from ticks ----------------------------------------------------------------------
+    def _safe_mode(self, r: TickReport) -> None:
+        state = "safe_mode" if r.safe_mode else "online"
+        if state == self._status:
+            return
+        self._status = state
+        self.conn.publish(self._birth(), "reliable")
+        if r.safe_mode:
+            self.event("safe_mode", "the controller entered safe mode: piles at their safe current")
+        else:
+            self.event("safe_mode_cleared", "the controller left safe mode")
+
+    def _overload_events(self, r: TickReport) -> None:
+        over = math.isfinite(r.limit_kw) and r.total_kw > r.limit_kw + OVERLOAD_TOLERANCE_KW
+        phase_limits = self.cfg.phase_limits_kw()
+        over_phases: list[str] = []
+        if r.phase_kw is not None and phase_limits is not None:
+            over_phases = [f"L{i + 1}" for i in range(3) if r.phase_kw[i] > phase_limits[i] + OVERLOAD_TOLERANCE_KW]
+        now_over = over or bool(over_phases)
+        if now_over and not self._overload:
+            self.event("overload", f"site at {r.total_kw:.1f} kW, limit {r.limit_kw:.1f} kW"
+                       + (f"; phases over: {', '.join(over_phases)}" if over_phases else ""),
+                       total_kw=r.total_kw, limit_kw=r.limit_kw, phases=over_phases)
+        elif self._overload and not now_over:
+            self.event("overload_cleared", f"site back within its limit ({r.total_kw:.1f} kW)", total_kw=r.total_kw)
+        self._overload = now_over
+
+    def _pile_events(self, r: TickReport) -> None:
+        for pid in r.pile_status:
+            fault = r.pile_status.get(pid) == "fault"
+            if fault and pid not in self._faulted:
+                self._faulted.add(pid)
+                self.event("pile_fault", f"pile {pid} reports a fault", pile=pid)
+            elif not fault and pid in self._faulted:
+                self._faulted.discard(pid)
+                self.event("pile_fault_cleared", f"pile {pid} no longer reports a fault", pile=pid)
+            state = pile_state_payload(pid, r, self.tz)
+            if pile_state_changed(self._pile_sent.get(pid), state):
+                self._pile_sent[pid] = state
+                self.conn.publish(Outbound(self.topics.pile_state(pid), to_json(state), qos=0, retain=True), "state")

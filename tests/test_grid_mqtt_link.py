@@ -1,0 +1,212 @@
+"""MqttGridLink against a real Mosquitto: link loss, broker restarts, telemetry, events, bookings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from controller.grid_payloads import TELEMETRY_SCHEMA
+from tests.dispatch_builders import command, report, rfc
+from tests.fixtures_mqtt import Broker, GridClient, connect_client
+from tests.test_grid_mqtt import online, topic
+
+
+@pytest.fixture
+def grid(mqtt_broker: Broker) -> Any:
+    g = connect_client(mqtt_broker, f"grid-{time.monotonic_ns()}")
+    g.subscribe("youxu/v1/#")
+    yield g
+    g.close()
+
+
+async def test_link_loss_applies_the_default_until_a_fresh_command(make_link, grid: GridClient) -> None:
+    link = await make_link(link_loss_s=30)
+    await online(grid, link)
+    now = link.clock.now()
+    default = command(now, import_max_kw=300.0, valid_until=None, seq=1)
+    grid.publish(topic(link, "default"), default, retain=True)
+    await grid.until_ack(default["command_id"], "received")
+    cmd = command(now, import_max_kw=420.0, minutes=60, seq=2)
+    grid.publish(topic(link, "dispatch"), cmd)
+    await grid.until_ack(cmd["command_id"], "received")
+    t = np.array([now + 10, now + 4000])
+    assert link.limits(t).site_import_max_kw.tolist() == [420, 300]  # default only where nothing else is
+
+    link.clock.advance(31)
+    assert link.limits(t).site_import_max_kw.tolist() == [300, 300]  # in force at once, before any event
+    link.after_tick(report(link.clock.now(), 280.0, 20.0))
+    lost = await grid.until_event("link_lost")
+    assert lost["default_command_id"] == default["command_id"] and lost["silent_s"] >= 30
+    assert link.link_lost
+
+    grid.publish(topic(link, "heartbeat"), {"at": rfc(link.clock.now())}, qos=0)
+    await grid.until_event("link_restored")
+    assert not link.link_lost
+    assert link.limits(t).site_import_max_kw.tolist() == [300, 300]  # still the default: no fresh command yet
+    assert default["command_id"] in link.limits(t).active_command_ids
+
+    fresh = command(link.clock.now(), import_max_kw=430.0, minutes=60, seq=3, issuer="bj-dms-b")
+    grid.publish(topic(link, "dispatch"), fresh)
+    await grid.until_event("fallback_ended")
+    assert link.limits(t).site_import_max_kw.tolist() == [420, 300]
+    grid.publish(topic(link, "default"), b"", retain=True)  # clear the retained default
+
+
+async def test_link_loss_without_default_uses_the_configured_fallback(make_link, grid: GridClient) -> None:
+    link = await make_link(link_loss_s=10, fallback_limit_kw=250.0)
+    await online(grid, link)
+    now = link.clock.now()
+    assert np.isinf(link.limits(np.array([now])).site_import_max_kw).all()
+    grid.publish(topic(link, "heartbeat"), {"at": rfc(now)}, qos=0)
+    link.clock.advance(8)
+    await asyncio.sleep(0.1)
+    link.after_tick(report(link.clock.now(), 200.0, 20.0))
+    link.clock.advance(8)  # 16 s after start, 8 s after the heartbeat: still up
+    link.after_tick(report(link.clock.now(), 200.0, 20.0))
+    assert not link.link_lost
+    link.clock.advance(3)
+    link.after_tick(report(link.clock.now(), 200.0, 20.0))
+    ev = await grid.until_event("link_lost")
+    assert ev["fallback_limit_kw"] == 250.0 and "250" in ev["message"]
+    assert link.limits(np.array([link.clock.now() + 3600])).site_import_max_kw.tolist() == [250.0]
+
+
+async def test_stale_or_retained_heartbeats_do_not_keep_the_link(make_link, grid: GridClient) -> None:
+    link = await make_link(link_loss_s=10, clock_skew_s=60)
+    await online(grid, link)
+    grid.publish(topic(link, "heartbeat"), {"at": rfc(link.clock.now() - 3600)}, qos=0)
+    grid.publish(topic(link, "heartbeat"), b"garbage", qos=0)
+    await asyncio.sleep(0.2)
+    link.clock.advance(11)
+    link.after_tick(report(link.clock.now(), 100.0, 0.0))
+    await grid.until_event("link_lost")
+
+
+async def test_broker_restart_resumes_the_same_link(make_link, own_broker: Broker) -> None:
+    link = await make_link(url=own_broker.url)
+    g = connect_client(own_broker, "grid-restart-1")
+    g.subscribe("youxu/v1/#")
+    await online(g, link)
+    g.close()
+    own_broker.stop()
+    for _ in range(100):
+        if not link.connected:
+            break
+        await asyncio.sleep(0.05)
+    assert not link.connected
+    link.event("meter_fault", "queued while the broker is away")  # never dropped
+    link.after_tick(report(link.clock.now(), 100.0, 0.0))  # telemetry may be, acks and events not
+    own_broker.start()
+    g = connect_client(own_broker, "grid-restart-2")
+    g.subscribe("youxu/v1/#")
+    try:
+        await g.until(lambda m: m.topic == topic(link, "status") and m.json()["state"] == "online", timeout_s=10)
+        await g.until_event("meter_fault", timeout_s=10)
+        assert link.connected and link.conn.stats.connects >= 2
+        cmd = command(link.clock.now())
+        g.publish(topic(link, "dispatch"), cmd)
+        await g.until_ack(cmd["command_id"], "received")
+    finally:
+        g.close()
+
+
+async def test_telemetry_every_period_with_the_contract_keys(make_link, grid: GridClient) -> None:
+    link = await make_link(telemetry_period_s=10)
+    await online(grid, link)
+    now = link.clock.now()
+    cmd = command(now, import_max_kw=420.0)
+    grid.publish(topic(link, "dispatch"), cmd)
+    await grid.until_ack(cmd["command_id"], "received")
+    for dt in (0, 1, 5, 10, 11):
+        link.after_tick(report(now + dt, 300.0 + dt, 40.0, limit_kw=420.0))
+    msgs = await grid.until(lambda m: m.topic == topic(link, "telemetry"), count=2)
+    await asyncio.sleep(0.2)
+    msgs = grid.seen(lambda m: m.topic == topic(link, "telemetry"))
+    assert len(msgs) == 2
+    tel = msgs[0].json()
+    assert set(tel) == {"schema", "at", "total_kw", "base_kw", "ev_kw", "phase_kw", "limit_kw", "active_commands",
+                        "piles"}
+    assert tel["schema"] == TELEMETRY_SCHEMA and tel["total_kw"] == 300.0 and tel["limit_kw"] == 420.0
+    assert set(tel["phase_kw"]) == {"L1", "L2", "L3"} and tel["piles"] == {"charging": 1, "idle": 1, "faulted": 0}
+    assert tel["active_commands"] == [cmd["command_id"]]
+    assert msgs[1].json()["total_kw"] == 310.0
+
+
+async def test_pile_state_retained_and_only_on_change(make_link, grid: GridClient, mqtt_broker: Broker) -> None:
+    link = await make_link()
+    await online(grid, link)
+    now = link.clock.now()
+    p1_topic = topic(link, "piles/P001/state")
+    link.after_tick(report(now, 300.0, 7.0))
+    await grid.until(lambda m: m.topic == p1_topic)
+    link.after_tick(report(now + 1, 300.0, 7.1))  # same status, power within 0.5 kW: nothing new
+    await asyncio.sleep(0.2)
+    link.after_tick(report(now + 2, 300.0, 0.0, pile_status={"P001": "fault", "P002": "available"}))
+    await grid.until(lambda m: m.topic == p1_topic, count=2)
+    await asyncio.sleep(0.2)
+    p1 = [m.json() for m in grid.seen(lambda m: m.topic == p1_topic)]
+    assert [p["status"] for p in p1] == ["charging", "fault"]
+    assert set(p1[0]) >= {"pile_id", "at", "status", "power_kw", "energy_kwh", "session", "setpoint_kw"}
+    fault = await grid.until_event("pile_fault")
+    assert fault["pile"] == "P001"
+    late = connect_client(mqtt_broker, f"late-{time.monotonic_ns()}")
+    try:
+        late.subscribe(topic(link, "piles/+/state"))
+        got = late.wait_for(lambda m: m.topic.endswith("P001/state"))
+        assert got[0].retain and got[0].json()["status"] == "fault"
+    finally:
+        late.close()
+
+
+async def test_overload_and_safe_mode_events_and_status(make_link, grid: GridClient) -> None:
+    link = await make_link()
+    await online(grid, link)
+    now = link.clock.now()
+    link.after_tick(report(now, 560.0, 60.0, limit_kw=550.0))
+    ev = await grid.until_event("overload")
+    assert ev["total_kw"] == 560.0 and ev["limit_kw"] == 550.0
+    link.after_tick(report(now + 1, 560.0, 60.0, limit_kw=550.0))
+    link.after_tick(report(now + 2, 500.0, 10.0, limit_kw=550.0))
+    await grid.until_event("overload_cleared")
+    assert len(grid.events("overload")) == 1
+    link.after_tick(report(now + 3, 400.0, 0.0, safe_mode=True))
+    await grid.until_event("safe_mode")
+    await grid.until(lambda m: m.topic == topic(link, "status") and m.json()["state"] == "safe_mode")
+    link.after_tick(report(now + 4, 400.0, 0.0))
+    await grid.until_event("safe_mode_cleared")
+    status = await grid.until(lambda m: m.topic == topic(link, "status") and m.json()["state"] == "online", count=2)
+    assert set(status[-1].json()) == {"state", "at", "version"}
+
+
+async def test_bookings_become_bookings_or_rejection_events(make_link, grid: GridClient) -> None:
+    link = await make_link()
+    await online(grid, link)
+    now = link.clock.now()
+    ok = {"schema": "youxu.session/1", "departure": rfc(now + 8 * 3600), "energy_kwh": 18.5, "v2g": False,
+          "min_soc": 0.3, "priority": "urgent"}
+    grid.publish(topic(link, "sessions/P001/request"), ok)
+    await grid.until_event("booking_accepted")
+    bookings = link.take_bookings()
+    assert len(bookings) == 1
+    b = bookings[0]
+    assert (b.pile_id, b.energy_kwh, b.priority, b.min_soc) == ("P001", 18.5, "urgent", 0.3)
+    assert b.departure_s == pytest.approx(round(now) + 8 * 3600, abs=1)
+    assert link.take_bookings() == []
+    cases = [("P001", dict(ok, energy_kwh="lots"), "BAD_SCHEMA", "energy_kwh"),
+             ("P001", dict(ok, departure=rfc(now - 60)), "BAD_SCHEMA", "departure"),
+             ("P001", dict(ok, v2g=True), "UNSUPPORTED", "v2g"),
+             ("P999", ok, "UNKNOWN_PILE", "pile"),
+             ("P002", b"{", "BAD_SCHEMA", "(root)")]
+    for pile, payload, _reason, _field in cases:
+        grid.publish(topic(link, f"sessions/{pile}/request"), payload if isinstance(payload, bytes)
+                     else json.dumps(payload))
+    rejected = await grid.until(lambda m: m.topic.endswith("/events") and m.json()["kind"] == "booking_rejected",
+                                count=len(cases))
+    got = [(e.json()["pile"], e.json()["reason"], e.json()["field"]) for e in rejected]
+    assert got == [(p, r, f) for p, _pl, r, f in cases]
+    assert link.take_bookings() == []
