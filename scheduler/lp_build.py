@@ -40,7 +40,7 @@ class LpWeights:
     setpoint_per_kwh: float = 1.0e3  # deviation from a dispatch setpoint
     peak_per_kw: float = 20.0  # the horizon's peak of the total transformer load
     valley_per_kwh: float = 0.4  # spread of the convex cost on total load (flattens it)
-    valley_segments: int = 6
+    valley_segments: int = 12
     fairness: float = 50.0  # per unit of the largest unmet fraction (per urgency class)
 
 
@@ -147,7 +147,8 @@ def _valley_segments(g: LpGrid, w: LpWeights, headroom_kw: float) -> tuple[np.nd
     h, j = g.horizon, max(int(w.valley_segments), 1)
     lo = float(np.min(g.base_kw)) if h else 0.0
     lo = max(lo, 0.0)
-    top = np.where(np.isfinite(g.import_limit_kw), g.import_limit_kw, np.max(g.base_kw) + headroom_kw)
+    reach = float(np.max(g.base_kw)) + headroom_kw if h else 1.0  # the most the EVs could lift the load to
+    top = np.where(np.isfinite(g.import_limit_kw), np.minimum(g.import_limit_kw, reach), reach)
     hi = max(float(np.max(top)), lo + 1.0)
     width = (hi - lo) / j
     ub = np.empty((h, j + 1))
@@ -171,7 +172,9 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     v2g_x = s.discharge_kw[sess] > 0
     y_pos = np.flatnonzero(v2g_x)
     ny = y_pos.size
-    seg_ub, seg_slope, _ = _valley_segments(g, w, float(np.sum(s.max_kw)))
+    typical_h = float(np.median(g.step_h)) if h else 1.0
+    headroom = min(float(np.sum(s.max_kw)), float(np.sum(s.cap_kwh)) / max(typical_h, 1e-6))
+    seg_ub, seg_slope, _ = _valley_segments(g, w, headroom)
     nseg = seg_ub.shape[1]
 
     # ---- columns -----------------------------------------------------------------------------

@@ -1,0 +1,175 @@
+"""The planner's LP on hand-made sites whose optimum is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scheduler.model import Plan, PlanInput
+from scheduler.planner import plan_mpc
+from tests.planner_fixtures import Car, Site
+
+TOL = 1e-6
+
+
+def check_limits(inp: PlanInput, plan: Plan) -> None:
+    """Every hard limit of the input holds at every step of the plan."""
+    p = plan.power_kw
+    dt_h = inp.step_s / 3600.0
+    ev = p.sum(axis=0)
+    assert np.all(inp.base_kw + ev <= inp.import_limit_kw + TOL)
+    assert np.all(-(inp.base_kw + ev) <= inp.export_limit_kw + TOL)
+    assert np.all(ev <= inp.ev_import_limit_kw + TOL)
+    assert np.all(-ev <= inp.ev_export_limit_kw + TOL)
+    if inp.phase_limit_kw is not None:
+        assert np.all(inp.base_phase_kw + p.T @ inp.piles.phase_share <= inp.phase_limit_kw + TOL)
+    assert np.all(p <= inp.piles.max_kw[:, None] + TOL)
+    may_discharge = inp.piles.v2g & inp.sessions.v2g
+    assert np.all(p[~may_discharge] >= -TOL)
+    assert np.all(-p <= inp.piles.max_discharge_kw[:, None] + TOL)
+    # nothing beyond what was asked, nothing after departure
+    assert np.all(p @ dt_h <= inp.sessions.remaining_kwh + 1e-6)
+    starts = inp.t0_s + np.cumsum(inp.step_s) - inp.step_s
+    after = starts[None, :] >= inp.sessions.departure_s[:, None]
+    assert np.all(np.abs(p[after]) <= TOL)
+
+
+def solve(site: Site) -> tuple[PlanInput, Plan]:
+    inp = site.input()
+    plan = plan_mpc(inp, 5000.0)
+    assert plan.status == "optimal", plan.status
+    assert not plan.fallback
+    check_limits(inp, plan)
+    return inp, plan
+
+
+def test_peak_shaving_fills_the_valley_to_a_flat_total():
+    site = Site(base_kw=[100, 60, 40, 80], cars=[Car(0, 50, 4, max_kw=50), Car(1, 30, 4, max_kw=50)], pile_max_kw=50)
+    inp, plan = solve(site)
+    total = inp.base_kw + plan.power_kw.sum(axis=0)
+    # 80 kWh on top of 180 kWh of household load in steps 1-3: flat at 260/3 kW, nothing in the peak step
+    assert plan.power_kw[:, 0] == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert total[1:] == pytest.approx(np.full(3, 260.0 / 3.0), abs=1e-4)
+
+
+def test_energy_is_delivered_before_departure():
+    # leaves after 2 h wanting 10 kWh at 7 kW: both hours are needed although they are the expensive ones
+    site = Site(base_kw=[80, 80, 10, 10], cars=[Car(0, 10, 2)], price=[1.0, 1.0, 0.1, 0.1])
+    _, plan = solve(site)
+    assert plan.power_kw[0, :2].sum() == pytest.approx(10.0, abs=1e-6)
+    assert plan.power_kw[0, 2:] == pytest.approx([0.0, 0.0], abs=1e-9)
+    assert plan.info["unmet_kwh"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_departure_inside_a_step_uses_only_the_time_the_car_is_there():
+    site = Site(base_kw=[10, 10, 10], cars=[Car(0, 20, 2.5)])  # 2.5 h at 7 kW = 17.5 kWh at most
+    _, plan = solve(site)
+    assert plan.power_kw[0] == pytest.approx([7.0, 7.0, 3.5], abs=1e-6)
+    assert plan.info["unmet_kwh"] == pytest.approx(2.5, abs=1e-6)
+
+
+def test_v2g_discharges_at_the_expensive_peak_but_never_below_the_soc_floor():
+    # 50 kWh battery at 50 %, floor 40 %: at most 5 kWh out; 10 kWh wanted by the end, 7 kW charging
+    site = Site(base_kw=[50, 50, 50, 50], cars=[Car(0, 10, 4, v2g=True, battery_kwh=50, soc=0.5, min_soc=0.4)],
+                v2g_piles=True, price=[1.0, 1.0, 0.2, 0.2], export_limit_kw=100)
+    _, plan = solve(site)
+    p = plan.power_kw[0]
+    soc_kwh = 25.0 + np.cumsum(p)
+    assert soc_kwh.min() >= 20.0 - 1e-6
+    assert soc_kwh.max() <= 50.0 + 1e-6
+    assert p.sum() == pytest.approx(10.0, abs=1e-6)  # the departure energy still arrives
+    # recharging 14 kWh in the cheap hours covers 10 kWh plus 4 kWh discharged in the dear ones
+    assert -p[:2].sum() == pytest.approx(4.0, abs=1e-6)
+
+
+def test_no_discharge_without_the_drivers_consent_or_below_the_floor():
+    site = Site(base_kw=[50, 50, 50, 50], cars=[Car(0, 10, 4, v2g=False), Car(1, 10, 4, v2g=True, soc=0.19)],
+                v2g_piles=True, price=[1.0, 1.0, 0.2, 0.2], export_limit_kw=100)
+    _, plan = solve(site)
+    assert plan.power_kw.min() >= -TOL  # car 0 did not consent, car 1 is below its floor already
+
+
+def test_site_import_limit_and_ev_dispatch_limit_hold():
+    cars = [Car(i, 14, 2) for i in range(4)]  # all four want full power in both hours
+    site = Site(base_kw=[100, 100], cars=cars, import_limit_kw=[120, 200], ev_import_limit_kw=[np.inf, 21.0])
+    _, plan = solve(site)
+    ev = plan.power_kw.sum(axis=0)
+    assert ev == pytest.approx([20.0, 21.0], abs=1e-6)  # the limits bind, the rest is unmet
+    assert plan.info["unmet_kwh"] == pytest.approx(56.0 - 41.0, abs=1e-5)
+
+
+def test_phase_limit_holds_per_phase():
+    # three piles on L1, one on L2; L1 has 10 kW of room, L2 plenty
+    site = Site(base_kw=[30], cars=[Car(i, 7, 1) for i in range(4)], phases=["L1", "L1", "L1", "L2"],
+                phase_limit_kw=[20.0, 100.0, 100.0])
+    _, plan = solve(site)
+    assert plan.power_kw[:3, 0].sum() == pytest.approx(10.0, abs=1e-6)
+    assert plan.power_kw[3, 0] == pytest.approx(7.0, abs=1e-6)
+
+
+def test_ev_setpoint_is_tracked_where_possible_and_never_breaks_a_limit():
+    cars = [Car(i, 20, 4) for i in range(4)]  # 80 kWh wanted, 28 kW at most
+    site = Site(base_kw=[10, 10, 10, 10], cars=cars, setpoint_kw=[15.0, 40.0, np.nan, np.nan],
+                ev_import_limit_kw=[np.inf, 25.0, np.inf, np.inf])
+    _, plan = solve(site)
+    ev = plan.power_kw.sum(axis=0)
+    assert ev[0] == pytest.approx(15.0, abs=1e-6)
+    assert ev[1] == pytest.approx(25.0, abs=1e-6)  # the setpoint asks for 40, the dispatch limit says 25
+    assert ev.sum() == pytest.approx(80.0, abs=1e-5)  # and the energy still arrives
+
+
+def test_setpoint_never_costs_a_car_its_departure_energy():
+    site = Site(base_kw=[10, 10], cars=[Car(0, 14, 2)], setpoint_kw=[0.0, 0.0])
+    _, plan = solve(site)
+    assert plan.power_kw[0] == pytest.approx([7.0, 7.0], abs=1e-6)
+
+
+def test_site_setpoint_tracks_the_transformer_total():
+    site = Site(base_kw=[50, 50], cars=[Car(0, 5, 2), Car(1, 5, 2)], setpoint_kw=[55.0, 55.0],
+                setpoint_scope="site")
+    inp, plan = solve(site)
+    assert (inp.base_kw + plan.power_kw.sum(axis=0)) == pytest.approx([55.0, 55.0], abs=1e-6)
+
+
+def test_urgent_session_first_and_at_full_power():
+    # room for 7 kW in the first hour only; the normal car could wait, the urgent one goes first
+    site = Site(base_kw=[93, 93, 80], cars=[Car(0, 7, 3), Car(1, 7, 3, urgent=True)], import_limit_kw=[100, 100, 110])
+    _, plan = solve(site)
+    assert plan.power_kw[1, 0] == pytest.approx(7.0, abs=1e-6)
+    assert plan.power_kw[0, 0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_urgent_energy_wins_when_not_everyone_can_be_served():
+    site = Site(base_kw=[93], cars=[Car(0, 7, 1), Car(1, 7, 1, urgent=True)], import_limit_kw=[100])
+    _, plan = solve(site)
+    assert plan.power_kw[:, 0] == pytest.approx([0.0, 7.0], abs=1e-6)
+
+
+def test_shortage_is_shared_fairly_between_equal_sessions():
+    # 20 kWh for three cars that want 10 each: no car is starved for the others
+    site = Site(base_kw=[0, 0], cars=[Car(i, 10, 2) for i in range(3)], ev_import_limit_kw=[10.0, 10.0])
+    _, plan = solve(site)
+    got = plan.power_kw.sum(axis=1)
+    assert got == pytest.approx([20.0 / 3.0] * 3, abs=1e-4)
+
+
+def test_offline_pile_gets_nothing_and_its_car_is_not_planned():
+    site = Site(base_kw=[10], cars=[Car(0, 7, 1), Car(1, 7, 1)], online=[True, False])
+    _, plan = solve(site)
+    assert plan.power_kw[:, 0] == pytest.approx([7.0, 0.0], abs=1e-9)
+
+
+def test_car_staying_beyond_the_horizon_gets_at_least_what_it_cannot_get_later():
+    # 21 kWh, leaves after 4 h, horizon 2 h: 14 kWh fit after the horizon, 7 kWh must come now
+    site = Site(base_kw=[10, 10], cars=[Car(0, 21, 4)])
+    _, plan = solve(site)
+    assert plan.power_kw[0].sum() >= 7.0 - 1e-6
+
+
+def test_finer_first_step():
+    site = Site(base_kw=[10, 10, 10], cars=[Car(0, 1.0, 2)])
+    inp = site.input()
+    inp = PlanInput(**{**inp.__dict__, "step_s": np.array([60.0, 3540.0, 3600.0])})
+    plan = plan_mpc(inp, 5000.0)
+    assert plan.status == "optimal"
+    assert float(plan.power_kw[0] @ (inp.step_s / 3600.0)) == pytest.approx(1.0, abs=1e-6)
