@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="a simulated community controlled by the real daemon for one day")
     p.add_argument("--out", type=Path, default=Path("youxu-demo"), help="output directory (default ./youxu-demo)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--preset", default="demo", help="scenario preset (default: demo)")
+    p.add_argument("--preset", default="old-community",
+                   help="scenario preset (default: old-community, a tight 315 kVA transformer in winter)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_demo)
 

@@ -17,6 +17,7 @@ from controller.siteconfig import SiteConfig
 from controller.siteio import SiteIO
 from controller.storage import Store
 from controller.tariff import tariff_fn
+from drivers.failsafe import FailsafeKeeper, safe_kw
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,27 @@ class Daemon:
         for pid, msg in errors.items():
             log.warning("could not leave %s at its safe current: %s", pid, msg)
 
+    async def program_failsafe(self) -> None:
+        """Program every pile's own failsafe; keep-alives then ride on the fast loop's ticks,
+        staggered so that no tick carries them all."""
+        if not self.cfg.control.failsafe:
+            return
+        keeper = FailsafeKeeper(self.clock)
+        await asyncio.gather(*(keeper.program(pile, safe_kw(p), p.id)
+                               for p, pile in zip(self.cfg.piles, self.io.piles, strict=True)))
+        now = self.clock.now()
+        n = max(len(keeper.states), 1)
+        for i, st in enumerate(keeper.states.values()):
+            if st.interval_s:
+                st.next_due_s = now + st.interval_s * (i + 1) / n
+        for w in keeper.warnings():
+            log.warning("%s", w)
+        self.loop.failsafe = keeper
+
     async def run(self, stop: asyncio.Event, until_s: float | None = None) -> None:
         await self.link.start()
         try:
+            await self.program_failsafe()
             await self.loop.run(stop, until_s)
         finally:
             await self.leave_safe()

@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sim.dispatch_arrays import scenario_dispatch_fn
 
-from controller.clock import VirtualClock
 from controller.daemon import Daemon
 from controller.siteconfig import parse_site_config
 from controller.storage import Store
 from sim.app_link import ScenarioLink
-from sim.devices import SimulatedSite
+from sim.device_process import DeviceProcess
+from sim.devices import outcome_result
+from sim.dispatch_arrays import scenario_dispatch_fn
 from sim.outputs import write_outputs
 from sim.ports import free_port_block
 from sim.scenario import Scenario, save_scenario
@@ -51,12 +51,13 @@ async def demo_async(out: Path, sc: Scenario, quiet: bool = False) -> dict:
     t_wall = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     epoch0 = sc.start.timestamp()
-    clock = VirtualClock(epoch0)
-    site = SimulatedSite(sc, clock)
-    port = free_port_block(1 + len(sc.piles) // 200)
-    await site.start(port=port, layout="units")
-    raw_cfg = scenario_site_config(sc, site.addresses, site_id="demo", state_dir=str(out),
-                                   control={"period_s": sc.step_s, "budget_ms": 1000.0})
+    devices = DeviceProcess(sc, port=free_port_block(1 + len(sc.piles)), layout="ports")
+    addresses = await asyncio.get_running_loop().run_in_executor(None, devices.start)
+    clock = devices.clock
+    raw_cfg = scenario_site_config(sc, addresses, site_id="demo", state_dir=str(out),
+                                   # one tick per simulated minute: the piles' 30 s communication
+                                   # timeout would trip between ticks, so their failsafe stays off
+                                   control={"period_s": sc.step_s, "budget_ms": 1000.0, "failsafe": False})
     write_site_config(out / "site.yaml", raw_cfg)
     cfg = parse_site_config(raw_cfg, "demo site config")
     store = Store(f"sqlite:///{(out / 'youxu.sqlite').resolve()}", flush_s=0.5, pile_rows_every=1)
@@ -73,6 +74,7 @@ async def demo_async(out: Path, sc: Scenario, quiet: bool = False) -> dict:
 
     watcher = asyncio.create_task(watch())
     try:
+        await daemon.program_failsafe()
         await daemon.loop.run(stop, until_s=end_s)
     finally:
         stop.set()
@@ -80,18 +82,18 @@ async def demo_async(out: Path, sc: Scenario, quiet: bool = False) -> dict:
         progress(sc.duration_s)
         daemon.save()
         daemon.close()
-        await site.stop()
+        outcome = await asyncio.get_running_loop().run_in_executor(None, devices.stop)
     epoch = epoch0 + sc.step_times_s()
     d = scenario_dispatch_fn(sc)(epoch)
     limit_kw = np.minimum(sc.site.limit_kw, d.site_import_max_kw)
     st = daemon.loop.stats
-    res = site.result(f"daemon-{cfg.control.strategy}", limit_kw, list(st.plan_ms), st.fallbacks,
-                      time.perf_counter() - t_wall)
+    res = outcome_result(sc, outcome, f"daemon-{cfg.control.strategy}", limit_kw, list(st.plan_ms), st.fallbacks,
+                         time.perf_counter() - t_wall)
     kpis = write_outputs(out, res)
     save_scenario(sc, out / "scenario.json")
     p50, p99 = daemon.loop.tick_percentiles()
     summary = {"kpis": kpis, "ticks": st.ticks, "tick_ms_p50": round(p50, 2), "tick_ms_p99": round(p99, 2),
-               "deadline_misses": st.deadline_misses, "modbus_requests": site.requests,
+               "deadline_misses": st.deadline_misses, "modbus_requests": int(outcome["requests"][0]),
                "stored_rows": store.written, "wall_s": round(time.perf_counter() - t_wall, 2)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
@@ -117,7 +119,7 @@ def format_summary(out: Path, sc: Scenario, s: dict) -> str:
     ])
 
 
-def run_demo(out: Path, preset: str = "demo", seed: int = 1, quiet: bool = False) -> int:
+def run_demo(out: Path, preset: str = "old-community", seed: int = 1, quiet: bool = False) -> int:
     sc = demo_scenario(preset, seed)
     summary = asyncio.run(demo_async(out, sc, quiet))
     print(format_summary(out, sc, summary))

@@ -21,6 +21,7 @@ from controller.gridlink import GridLink, TickReport
 from controller.sessions import PileObservation, SessionTracker
 from controller.siteconfig import SiteConfig
 from controller.siteio import Readings, SiteIO
+from drivers.failsafe import FailsafeKeeper
 from scheduler.model import Snapshot
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class FastLoop:
         self.last_setpoints = np.zeros(self.piles.n)
         self.safe_mode = False
         self.device_errors: dict[str, str] = {}
+        self.failsafe: FailsafeKeeper | None = None
 
     # ---- snapshot ------------------------------------------------------------------
     def snapshot(self, t_s: float, r: Readings) -> Snapshot:
@@ -158,6 +160,8 @@ class FastLoop:
         ph["write"].append((t_write - t_decide) * 1e3)
         self._report_device_errors(werr, writing=True)
         self.last_setpoints = sp
+        if self.failsafe is not None:
+            await self.failsafe.tick()  # keep-alives that are due: only a live loop sends them
         tick_ms = (time.perf_counter() - t0) * 1e3
         self._account(tick_ms, dec)
         report = self._report(t_s, snap, sp, dec.limit_kw, r, tick_ms)

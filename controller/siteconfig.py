@@ -58,8 +58,13 @@ class DeviceSection(_Section):
     kind: ClassVar[str] = "meter"
     profile: str
     url: str
-    unit: int = Field(default=1, ge=0, le=247)
+    unit: int | None = Field(default=None, ge=0, le=255)  # default: the profile's unit id
     timeout_s: float = Field(default=0.5, gt=0, le=30)
+
+    def unit_id(self) -> int:
+        from drivers.profiles import load_profile
+
+        return self.unit if self.unit is not None else load_profile(self.profile).default_unit
 
     @field_validator("profile")
     @classmethod
@@ -159,6 +164,7 @@ class ControlSection(_Section):
     default_energy_kwh: float = Field(default=20.0, ge=0)  # assumed need when nobody booked one
     wear_yuan_per_kwh: float = Field(default=0.05, ge=0)
     overrun_safe_mode: int = Field(default=5, ge=1)  # consecutive overruns before safe mode
+    failsafe: bool = True  # program the piles' own failsafe and keep it alive
     meter_grace_s: float = Field(default=5.0, ge=0)
 
 

@@ -35,9 +35,9 @@ class SiteIO:
         self.refresh_s = max(REFRESH_S, REFRESH_TICKS * cfg.control.period_s)
         self.pool = pool or BusPool()
         m = cfg.meter
-        self.meter = ModbusMeter(load_profile(m.profile), self.pool.get(m.url, m.timeout_s), m.unit, m.timeout_s)
+        self.meter = ModbusMeter(load_profile(m.profile), self.pool.get(m.url, m.timeout_s), m.unit_id(), m.timeout_s)
         self.piles = [
-            ModbusPile(load_profile(p.profile), self.pool.get(p.url, p.timeout_s), p.unit, p.voltage_v, p.n_phases,
+            ModbusPile(load_profile(p.profile), self.pool.get(p.url, p.timeout_s), p.unit_id(), p.voltage_v, p.n_phases,
                        p.timeout_s)
             for p in cfg.piles
         ]

@@ -214,17 +214,26 @@ class SimulatedSite:
         self.servers, self.tasks = [], []
 
     # ---- what happened ---------------------------------------------------------------
+    def outcome(self) -> dict[str, np.ndarray]:
+        """What happened, as plain arrays (picklable, to hand across processes)."""
+        self.advance_to(float(self.sc.duration_s))
+        return {"step_energy": self.step_energy, "step_session": self.step_session,
+                "delivered_kwh": self.phys.delivered_kwh.copy(), "requests": np.array([self.requests])}
+
     def result(self, strategy: str, limit_kw: np.ndarray, plan_ms: list[float], fallbacks: int,
                wall_s: float) -> RunResult:
-        self.advance_to(float(self.sc.duration_s))
-        dt_h = self.sc.step_s / 3600.0
-        has = self.step_session >= 0
-        k_idx, p_idx = np.nonzero(has)
-        soc = np.full(self.step_energy.shape, np.nan)
-        return RunResult(
-            scenario=self.sc, strategy=strategy, pile_kw=self.step_energy / dt_h, limit_kw=limit_kw,
-            sched_step=k_idx.astype(np.int64), sched_session=self.step_session[k_idx, p_idx],
-            sched_pile=p_idx.astype(np.int64), sched_kw=self.step_energy[k_idx, p_idx] / dt_h,
-            delivered_kwh=self.phys.delivered_kwh.copy(), plan_ms=plan_ms, fallbacks=fallbacks, wall_s=wall_s,
-            soc=soc,
-        )
+        return outcome_result(self.sc, self.outcome(), strategy, limit_kw, plan_ms, fallbacks, wall_s)
+
+
+def outcome_result(sc: Scenario, out: dict[str, np.ndarray], strategy: str, limit_kw: np.ndarray,
+                   plan_ms: list[float], fallbacks: int, wall_s: float) -> RunResult:
+    dt_h = sc.step_s / 3600.0
+    energy, session = out["step_energy"], out["step_session"]
+    k_idx, p_idx = np.nonzero(session >= 0)
+    return RunResult(
+        scenario=sc, strategy=strategy, pile_kw=energy / dt_h, limit_kw=limit_kw,
+        sched_step=k_idx.astype(np.int64), sched_session=session[k_idx, p_idx],
+        sched_pile=p_idx.astype(np.int64), sched_kw=energy[k_idx, p_idx] / dt_h,
+        delivered_kwh=out["delivered_kwh"], plan_ms=plan_ms, fallbacks=fallbacks, wall_s=wall_s,
+        soc=np.full(energy.shape, np.nan),
+    )

@@ -63,7 +63,7 @@ class ScenarioPile(_Strict):
     max_kw: float = Field(gt=0)
     min_kw: float = Field(default=0.0, ge=0)
     phases: Literal[1, 3] = 1
-    phase: Literal["L1", "L2", "L3"] | None = "L1"
+    phase: Literal["L1", "L2", "L3"] | None = None
     v2g: bool = False
     max_discharge_kw: float = Field(default=0.0, ge=0)
 
