@@ -35,7 +35,7 @@ from controller.dispatch_schema import (
     validate_command_object,
 )
 from controller.errors import UserError
-from drivers.mqtt_link import SiteTopics, parse_broker_url
+from drivers.mqtt_topics import SiteTopics, parse_broker_url
 
 FINAL = ("completed", "superseded", "cancelled", "expired")
 STAGE = {"received": 1, "applied": 2, **{s: 3 for s in FINAL}}

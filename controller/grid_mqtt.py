@@ -14,8 +14,6 @@ Threads and tasks:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import math
 import threading
@@ -28,17 +26,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from controller.arbitration import dispatch_limits
+from controller.command_intake import CommandIntake
 from controller.commands import Ack, CommandBook, CommandRecord, Transition
-from controller.dispatch_schema import (
-    EXPIRED,
-    OUT_OF_SEQUENCE,
-    Rejection,
-    check_default,
-    check_times,
-    decode_json_object,
-    parse_rfc3339,
-    validate_command,
-)
+from controller.dispatch_schema import Rejection, decode_json_object, parse_rfc3339
 from controller.dispatch_store import DispatchStore, SqlDispatchStore, StoredAck
 from controller.errors import UserError
 from controller.grid_payloads import (
@@ -52,13 +42,14 @@ from controller.grid_payloads import (
 from controller.gridlink import Booking, DispatchLimits, TickReport
 from controller.link_watch import FALLBACK_ENDED, LINK_LOST, LINK_RESTORED, LinkWatch
 from controller.session_request import PileInfo, parse_booking
+from controller.site_alarms import AlarmWatch
 from controller.siteconfig import SiteConfig
-from drivers.mqtt_link import Inbound, MqttConnection, MqttSettings, Outbound, SiteTopics, classify_topic
+from drivers.mqtt_link import Inbound, MqttConnection, MqttSettings, Outbound
+from drivers.mqtt_topics import SiteTopics, classify_topic
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 0.5
-OVERLOAD_TOLERANCE_KW = 0.1
 
 
 class Clock(Protocol):
@@ -102,15 +93,15 @@ class MqttGridLink:
         self._store_arg = store
         self.store: DispatchStore | None = None
         self._owns_store = False
-        self._seq_cache: dict[str, int] = {}
         self._lock = threading.RLock()
+        self.intake = CommandIntake(self.site_id, self.book, self._db_call, key=self.key, strict=self.m.strict,
+                                    clock_skew_s=self.m.clock_skew_s, lock=self._lock)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="youxu-dispatch-db")
         self._bookings: list[Booking] = []
         self._status = "online"
         self._last_telemetry_s = -math.inf
         self._pile_sent: dict[str, dict[str, Any]] = {}
-        self._overload = False
-        self._faulted: set[str] = set()
+        self.alarms = AlarmWatch(cfg.phase_limits_kw())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[Inbound] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -140,9 +131,8 @@ class MqttGridLink:
                 transitions = self.book.update(report.t_s) + self.book.check_applied(report)
             self._emit(transitions, report.t_s)
             self._check_link(report.t_s)
-            self._safe_mode(report)
-            self._overload_events(report)
-            self._pile_events(report)
+            self._alarms(report)
+            self._pile_states(report)
             if report.t_s - self._last_telemetry_s >= self.m.telemetry_period_s:
                 self._last_telemetry_s = report.t_s
                 active = self.limits(np.array([report.t_s])).active_command_ids
@@ -163,8 +153,8 @@ class MqttGridLink:
         now = self.clock.now()
         with self._lock:
             self.book.restore(stored)
-            for rec in [*self.book.open.values(), *([self.book.default] if self.book.default else [])]:
-                self._seq_cache[rec.cmd.issuer] = max(self._seq_cache.get(rec.cmd.issuer, -1), rec.cmd.seq)
+            self.intake.store = self.store
+            self.intake.remember_book()
             transitions = self.book.update(now)
             self.watch = LinkWatch(self.m.link_loss_s, now)
         self._emit(transitions, now)
@@ -331,78 +321,20 @@ class MqttGridLink:
 
     async def _on_command(self, msg: Inbound, role: str, topic_site: str | None) -> None:
         now = self.clock.now()
-        if msg.expiry_s is not None and now > msg.received_s + msg.expiry_s:
-            cid = decode_json_object(msg.payload)
-            cid = cid.get("command_id") if isinstance(cid, dict) and isinstance(cid.get("command_id"), str) else None
-            self._reject(Rejection(EXPIRED, "message_expiry", "MQTT message expired before it was handled", cid),
-                         msg, now)
-            return
-        cmd = validate_command(msg.payload, site_id=self.site_id, topic_site=topic_site, key=self.key,
-                               strict=self.m.strict)
-        if isinstance(cmd, Rejection):
-            self._reject(cmd, msg, now)
-            return
-        if role == "default":
-            current = self.book.default
-            if current is not None and current.command_id == cmd.command_id:
-                return  # the broker re-delivering the retained default
-            if (rej := check_default(cmd)) is not None:
-                self._reject(rej, msg, now)
-                return
-        assert self.store is not None
-        prev = await self._db_call(self.store.find_command, cmd.command_id)
-        if prev is not None:
-            if msg.retain:
-                return  # a retained copy of something handled before
-            self._heard(now, command=False)
-            last = await self._db_call(self.store.last_ack, cmd.command_id)
-            if last is not None:
-                payload = json.loads(last.payload) | {"duplicate": True}
-                self.conn.publish(Outbound(self.topics.ack, to_json(payload), qos=1), "reliable")
-                if msg.response_topic:
-                    self.conn.publish(Outbound(msg.response_topic, to_json(payload), qos=1,
-                                               correlation_data=msg.correlation_data), "reliable")
-            return
-        rej = check_times(cmd, now, self.m.clock_skew_s, retained_default=(role == "default"))
-        if rej is not None:
-            self._reject(rej, msg, now)
-            return
-        rec = CommandRecord(cmd=cmd, role=role, state="received", received_s=now, payload=msg.payload.decode(),
-                            end_s=cmd.end_s, response_topic=msg.response_topic,
-                            correlation_data=msg.correlation_data)
-        if not await self._accept_seq(rec, now):
-            last = self._seq_cache.get(cmd.issuer)
-            self._reject(Rejection(OUT_OF_SEQUENCE, "seq", f"{cmd.seq} is not above {cmd.issuer}'s last ({last})",
-                                   cmd.command_id), msg, now)
-            return
-        with self._lock:
-            transitions = self.book.admit(rec, now)
-        self._emit(transitions, now)
-        if role == "dispatch":
-            self._heard(now, command=True)
-        elif not msg.retain:
-            self._heard(now, command=False)
-
-    async def _accept_seq(self, rec: CommandRecord, now_s: float) -> bool:
-        """Persist the command and its issuer's seq atomically; a replay after restart fails here."""
-        issuer, seq = rec.cmd.issuer, rec.cmd.seq
-        if issuer in self._seq_cache and seq <= self._seq_cache[issuer]:
-            return False
-        assert self.store is not None
-        try:
-            ok = await self._db_call(self.store.accept, rec.to_stored(now_s))
-        except Exception as exc:  # database down: the grid's command still counts, in memory
-            log.error("dispatch store unavailable (%s); command %s accepted in memory only", exc, rec.command_id)
-            self.event("dispatch_store_error", f"command {rec.command_id} not persisted: {exc}")
-            ok = True
-        if not ok:
-            with contextlib.suppress(Exception):
-                last = await self._db_call(self.store.last_seq, issuer)
-                if last is not None:
-                    self._seq_cache[issuer] = max(self._seq_cache.get(issuer, -1), last)
-            return False
-        self._seq_cache[issuer] = seq
-        return True
+        v = await self.intake.command(msg, role, topic_site, now)
+        if v.rejection is not None:
+            self._reject(v.rejection, msg, now)
+        if v.previous_ack is not None:
+            data = to_json(v.previous_ack)
+            self.conn.publish(Outbound(self.topics.ack, data, qos=1), "reliable")
+            if msg.response_topic:
+                self.conn.publish(Outbound(msg.response_topic, data, qos=1, correlation_data=msg.correlation_data),
+                                  "reliable")
+        if v.store_error:
+            self.event("dispatch_store_error", v.store_error)
+        self._emit(v.transitions, now)
+        if v.heard:
+            self._heard(now, command=(v.heard == "command"))
 
     def _on_heartbeat(self, msg: Inbound) -> None:
         now = self.clock.now()
@@ -436,41 +368,15 @@ class MqttGridLink:
                                        correlation_data=msg.correlation_data), "reliable")
 
     # ---- derived from ticks ----------------------------------------------------------------------
-    def _safe_mode(self, r: TickReport) -> None:
-        state = "safe_mode" if r.safe_mode else "online"
-        if state == self._status:
-            return
-        self._status = state
-        self.conn.publish(self._birth(), "reliable")
-        if r.safe_mode:
-            self.event("safe_mode", "the controller entered safe mode: piles at their safe current")
-        else:
-            self.event("safe_mode_cleared", "the controller left safe mode")
+    def _alarms(self, r: TickReport) -> None:
+        for alarm in self.alarms.observe(r):
+            if alarm.kind in ("safe_mode", "safe_mode_cleared"):
+                self._status = "safe_mode" if r.safe_mode else "online"
+                self.conn.publish(self._birth(), "reliable")
+            self.event(alarm.kind, alarm.message, **alarm.fields)
 
-    def _overload_events(self, r: TickReport) -> None:
-        over = math.isfinite(r.limit_kw) and r.total_kw > r.limit_kw + OVERLOAD_TOLERANCE_KW
-        phase_limits = self.cfg.phase_limits_kw()
-        over_phases: list[str] = []
-        if r.phase_kw is not None and phase_limits is not None:
-            over_phases = [f"L{i + 1}" for i in range(3) if r.phase_kw[i] > phase_limits[i] + OVERLOAD_TOLERANCE_KW]
-        now_over = over or bool(over_phases)
-        if now_over and not self._overload:
-            self.event("overload", f"site at {r.total_kw:.1f} kW, limit {r.limit_kw:.1f} kW"
-                       + (f"; phases over: {', '.join(over_phases)}" if over_phases else ""),
-                       total_kw=r.total_kw, limit_kw=r.limit_kw, phases=over_phases)
-        elif self._overload and not now_over:
-            self.event("overload_cleared", f"site back within its limit ({r.total_kw:.1f} kW)", total_kw=r.total_kw)
-        self._overload = now_over
-
-    def _pile_events(self, r: TickReport) -> None:
+    def _pile_states(self, r: TickReport) -> None:
         for pid in r.pile_status:
-            fault = r.pile_status.get(pid) == "fault"
-            if fault and pid not in self._faulted:
-                self._faulted.add(pid)
-                self.event("pile_fault", f"pile {pid} reports a fault", pile=pid)
-            elif not fault and pid in self._faulted:
-                self._faulted.discard(pid)
-                self.event("pile_fault_cleared", f"pile {pid} no longer reports a fault", pile=pid)
             state = pile_state_payload(pid, r, self.tz)
             if pile_state_changed(self._pile_sent.get(pid), state):
                 self._pile_sent[pid] = state

@@ -11,8 +11,8 @@
   drops its oldest entry when the broker is slow (counted); retained state keeps the latest per topic.
 - `protocol: auto` tries MQTT 5 and falls back to 3.1.1 when the broker refuses the version.
 
-`MqttGridLink` (the `GridLink` the daemon uses) lives in `controller.grid_mqtt` and is importable
-from here.
+Topics and broker URLs are in `drivers.mqtt_topics`. `MqttGridLink` (the `GridLink` the daemon
+uses) lives in `controller.grid_mqtt` and is importable from here.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -35,15 +34,19 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from controller.errors import UserError
+from drivers.mqtt_topics import TOPIC_ROOT, BrokerUrl, SiteTopics, classify_topic, parse_broker_url
 
 log = logging.getLogger(__name__)
 
-TOPIC_ROOT = "youxu/v1"
 UNSUPPORTED_PROTOCOL = (132, 1)  # MQTT 5 reason code / 3.1.1 CONNACK return code
 
 
 class Clock(Protocol):
     def now(self) -> float: ...
+
+
+__all__ = ["TOPIC_ROOT", "BrokerUrl", "Inbound", "MqttConnection", "MqttSettings", "Outbound", "SiteTopics",
+           "classify_topic", "parse_broker_url"]
 
 
 def __getattr__(name: str) -> Any:
@@ -54,95 +57,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-# ---- topics -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SiteTopics:
-    """The topic layout of contract section 4 for one site."""
-
-    site_id: str
-
-    @property
-    def prefix(self) -> str:
-        return f"{TOPIC_ROOT}/{self.site_id}/"
-
-    @property
-    def dispatch(self) -> str:
-        return self.prefix + "dispatch"
-
-    @property
-    def ack(self) -> str:
-        return self.prefix + "dispatch/ack"
-
-    @property
-    def default(self) -> str:
-        return self.prefix + "default"
-
-    @property
-    def heartbeat(self) -> str:
-        return self.prefix + "heartbeat"
-
-    @property
-    def status(self) -> str:
-        return self.prefix + "status"
-
-    @property
-    def telemetry(self) -> str:
-        return self.prefix + "telemetry"
-
-    @property
-    def events(self) -> str:
-        return self.prefix + "events"
-
-    def pile_state(self, pile_id: str) -> str:
-        return f"{self.prefix}piles/{pile_id}/state"
-
-    def session_request(self, pile_id: str) -> str:
-        return f"{self.prefix}sessions/{pile_id}/request"
-
-    def subscriptions(self) -> list[tuple[str, int]]:
-        """What the site reads: commands and default at QoS 1, heartbeats at 0, bookings at 1."""
-        return [(self.prefix + "dispatch", 1), (self.prefix + "default", 1), (self.prefix + "heartbeat", 0),
-                (self.prefix + "sessions/+/request", 1)]
-
-
-def classify_topic(topic: str) -> tuple[str, str | None, str | None]:
-    """(kind, site_id, pile_id) of an incoming topic; kind is dispatch, default, heartbeat,
-    session_request or other."""
-    parts = topic.split("/")
-    if len(parts) < 3 or "/".join(parts[:2]) != TOPIC_ROOT:
-        return "other", None, None
-    site, rest = parts[2], parts[3:]
-    if rest in (["dispatch"], ["default"], ["heartbeat"]):
-        return rest[0], site, None
-    if len(rest) == 3 and rest[0] == "sessions" and rest[2] == "request":
-        return "session_request", site, rest[1]
-    return "other", site, None
-
-
-# ---- broker URL and settings --------------------------------------------------------------
-@dataclass(frozen=True)
-class BrokerUrl:
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_broker_url(url: str) -> BrokerUrl:
-    """`mqtt://[user[:password]@]host[:port]` (1883) or `mqtts://...` (8883, TLS)."""
-    try:
-        u = urlsplit(url)
-        port = u.port
-    except ValueError as exc:
-        raise UserError(f"mqtt url {url!r}: {exc}") from None
-    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise UserError(f"mqtt url {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
-    tls = u.scheme == "mqtts"
-    return BrokerUrl(u.hostname, port or (8883 if tls else 1883), tls,
-                     unquote(u.username) if u.username else None, unquote(u.password) if u.password else None)
-
-
+# ---- settings -----------------------------------------------------------------------------
 def _read_secret(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
