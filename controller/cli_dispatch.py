@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import queue
 import sys
@@ -281,10 +282,19 @@ def _scenario_items(entries: Any, start_s: float | None, clock: Clock) -> list[t
     return sorted(items, key=lambda it: it[0])
 
 
+def _shifted(cmd: dict[str, Any], shift_s: float, tz: Any) -> dict[str, Any]:
+    out = dict(cmd)
+    for k in ("issued_at", "valid_from", "valid_until"):
+        if isinstance(out.get(k), str):
+            with contextlib.suppress(ValueError):  # left as it is: the site will say what is wrong with it
+                out[k] = format_rfc3339(parse_rfc3339(out[k]) + shift_s, tz)
+    return out
+
+
 async def publish_scenario_dispatch(
     url: str, site_id: str, entries: Any, clock: Clock, stop: asyncio.Event | None = None, *,
     key: bytes | None = None, heartbeat_s: float | None = 30.0, start_s: float | None = None,
-    access: BrokerAccess | None = None, issuer: str = "youxu-sim",
+    access: BrokerAccess | None = None, issuer: str = "youxu-sim", shift_s: float = 0.0,
 ) -> int:
     """Publish a scenario's dispatch entries at their times on `clock`, with heartbeats between them.
 
@@ -293,6 +303,8 @@ async def publish_scenario_dispatch(
     `issuer`, `seq` and `issued_at` are filled in, and they are signed when `key` is given. With a
     `stop` event it keeps sending heartbeats after the last entry until `stop` is set (or it is
     cancelled); without one it returns after the last entry. Returns the number of commands sent.
+    `shift_s` moves every time in the commands (issued_at, valid_from, valid_until), e.g. from the
+    scenario's calendar onto the wall clock of a daemon that runs in real time.
     """
     items = _scenario_items(entries, start_s, clock)
     topics = SiteTopics(site_id)
@@ -318,6 +330,8 @@ async def publish_scenario_dispatch(
                 await asyncio.sleep(0.02)
             if stopped():
                 return sent
+            if shift_s:
+                cmd = _shifted(cmd, shift_s, tz)
             cmd.setdefault("command_id", str(uuid.uuid4()))
             cmd.setdefault("issuer", issuer)
             cmd.setdefault("seq", seq0 + i)

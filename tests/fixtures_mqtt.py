@@ -143,7 +143,7 @@ def own_broker(mosquitto_bin: str, tmp_path: Path) -> Iterator[Broker]:
 
 
 @pytest.fixture(scope="session")
-def test_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def mqtt_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """CA, server and client certificates (CNs siteA, siteB, grid) from deploy/mosquitto/make-test-ca.sh."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl not found (needed to make test certificates)")
@@ -154,11 +154,11 @@ def test_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mqtt_tls_broker(mosquitto_bin: str, test_ca: Path) -> Iterator[Broker]:
+def mqtt_tls_broker(mosquitto_bin: str, mqtt_certs: Path) -> Iterator[Broker]:
     """The deploy config (TLS, client certificates, per-site ACL) on a free port."""
-    shutil.copy(DEPLOY / "acl", test_ca / "acl")
+    shutil.copy(DEPLOY / "acl", mqtt_certs / "acl")
     port, plain = free_port(), free_port()
-    b = Broker(mosquitto_bin, test_ca, deploy_tls_config(test_ca, port, plain), port, tls=True)
+    b = Broker(mosquitto_bin, mqtt_certs, deploy_tls_config(mqtt_certs, port, plain), port, tls=True)
     b.start()
     yield b
     b.stop()

@@ -157,3 +157,10 @@ async def test_publish_scenario_dispatch_takes_a_scenario(make_link, grid, mqtt_
                                                             heartbeat_s=None), 5)
     assert sent == 1
     await grid.until_ack(cmd["command_id"], "received")
+    # a scenario a day in the past, moved onto the site's clock
+    old = command(now - 86400, import_max_kw=321.0, issuer="shifted")
+    sent = await asyncio.wait_for(publish_scenario_dispatch(
+        mqtt_broker.url, link.site_id, [{"at_s": 0, "command": old}], link.clock, heartbeat_s=None,
+        shift_s=86400.0), 5)
+    await grid.until_ack(old["command_id"], "received")
+    assert 321.0 in link.limits(np.array([now + 1])).site_import_max_kw

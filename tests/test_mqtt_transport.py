@@ -37,12 +37,12 @@ def test_topic_classification() -> None:
     assert classify_topic("other/v1/s1/dispatch")[0] == "other"
 
 
-async def test_tls_client_certificates_and_per_site_acl(make_link, mqtt_tls_broker: Broker, test_ca: Path) -> None:
-    link = await make_link("siteA", url=mqtt_tls_broker.url, ca_file=str(test_ca / "ca.crt"),
-                           cert_file=str(test_ca / "siteA.crt"), key_file=str(test_ca / "siteA.key"))
-    grid = connect_client(mqtt_tls_broker, "grid-tls", certs=test_ca, cn="grid")
-    spy = connect_client(mqtt_tls_broker, "siteA-spy", certs=test_ca, cn="siteA")
-    site_b = connect_client(mqtt_tls_broker, "siteB-real", certs=test_ca, cn="siteB")
+async def test_tls_client_certificates_and_per_site_acl(make_link, mqtt_tls_broker: Broker, mqtt_certs: Path) -> None:
+    link = await make_link("siteA", url=mqtt_tls_broker.url, ca_file=str(mqtt_certs / "ca.crt"),
+                           cert_file=str(mqtt_certs / "siteA.crt"), key_file=str(mqtt_certs / "siteA.key"))
+    grid = connect_client(mqtt_tls_broker, "grid-tls", certs=mqtt_certs, cn="grid")
+    spy = connect_client(mqtt_tls_broker, "siteA-spy", certs=mqtt_certs, cn="siteA")
+    site_b = connect_client(mqtt_tls_broker, "siteB-real", certs=mqtt_certs, cn="siteB")
     try:
         grid.subscribe("youxu/v1/#")
         await online(grid, link)
@@ -65,9 +65,9 @@ async def test_tls_client_certificates_and_per_site_acl(make_link, mqtt_tls_brok
             c.close()
 
 
-def test_tls_refuses_clients_without_a_certificate(mqtt_tls_broker: Broker, test_ca: Path) -> None:
+def test_tls_refuses_clients_without_a_certificate(mqtt_tls_broker: Broker, mqtt_certs: Path) -> None:
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="nocert")
-    c.tls_set(ca_certs=str(test_ca / "ca.crt"))
+    c.tls_set(ca_certs=str(mqtt_certs / "ca.crt"))
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         c.connect("127.0.0.1", mqtt_tls_broker.port)
         for _ in range(50):  # TLS 1.3 reports the missing certificate on the first read
@@ -76,7 +76,7 @@ def test_tls_refuses_clients_without_a_certificate(mqtt_tls_broker: Broker, test
     c.disconnect()
 
 
-def test_bad_tls_files_are_a_user_error(test_ca: Path, tmp_path: Path) -> None:
+def test_bad_tls_files_are_a_user_error(mqtt_certs: Path, tmp_path: Path) -> None:
     s = MqttSettings(url="mqtts://127.0.0.1:1", client_id="x", ca_file=tmp_path / "missing.crt")
     with pytest.raises(UserError, match=r"missing\.crt"):
         MqttConnection(s, [], ManualClock(0.0), on_message=lambda m: None)
