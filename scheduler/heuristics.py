@@ -15,6 +15,7 @@ import numpy as np
 from scheduler.model import Plan, PlanInput
 
 EPS = 1e-9
+BIND_TOL_KW = 1e-7  # a run within this of a limit is served pile by pile, exactly
 
 
 def demand_kw(inp: PlanInput) -> np.ndarray:
@@ -44,20 +45,49 @@ def headroom_kw(inp: PlanInput, fixed_kw: np.ndarray | None = None) -> tuple[flo
 
 def greedy_allocate(order: np.ndarray, demand: np.ndarray, min_kw: np.ndarray, share: np.ndarray,
                     total_kw: float, phase_kw: np.ndarray) -> np.ndarray:
-    """Give each pile in `order` as much as it wants while the total and its phases have room."""
+    """Give each pile in `order` as much as it wants while the total and its phases have room.
+
+    Pile by pile in `order`, computed a run at a time: every pile before the first one a limit
+    binds on gets its whole demand at once (prefix sums), the binding pile is served on its own,
+    and piles that can no longer reach their minimum are dropped (the room only ever shrinks,
+    so a pile that cannot reach its minimum now never will).
+    """
     alloc = np.zeros(demand.size)
     room_phase = phase_kw.astype(float).copy()
     room_total = float(total_kw)
-    for i in order:
-        if demand[i] <= EPS:
-            continue
-        sh = share[i]
+    order = np.asarray(order, dtype=np.int64)
+    # a pile that wants nothing, or less than its minimum, never gets anything
+    order = order[(demand[order] > EPS) & (demand[order] + EPS >= min_kw[order])]
+    while order.size:
+        sh = share[order]
         on = sh > 0
-        cap = min(demand[i], room_total, float(np.min(room_phase[on] / sh[on])))
-        if cap + EPS >= min_kw[i] and cap > EPS:
-            alloc[i] = cap
-            room_total -= cap
-            room_phase -= cap * sh
+        with np.errstate(divide="ignore", invalid="ignore"):
+            phase_cap = np.where(on, room_phase / np.where(on, sh, 1.0), np.inf).min(axis=1)
+        cap = np.minimum(np.minimum(demand[order], room_total), phase_cap)
+        fits = (cap + EPS >= min_kw[order]) & (cap > EPS)
+        if not fits.all():
+            order, sh, on = order[fits], sh[fits], on[fits]
+            if not order.size:
+                break
+        d = demand[order]
+        run_total = np.cumsum(d)
+        run_phase = np.cumsum(d[:, None] * sh, axis=0)
+        binds = (run_total > room_total - BIND_TOL_KW) | (on & (run_phase > room_phase - BIND_TOL_KW)).any(axis=1)
+        j = int(np.argmax(binds)) if binds.any() else order.size
+        if j:
+            alloc[order[:j]] = d[:j]
+            room_total -= float(run_total[j - 1])
+            room_phase -= run_phase[j - 1]
+        if j == order.size:
+            break
+        i = int(order[j])
+        on_i = share[i] > 0
+        cap_i = min(float(demand[i]), room_total, float(np.min(room_phase[on_i] / share[i][on_i])))
+        if cap_i + EPS >= min_kw[i] and cap_i > EPS:
+            alloc[i] = cap_i
+            room_total -= cap_i
+            room_phase -= cap_i * share[i]
+        order = order[j + 1:]
     return alloc
 
 
