@@ -183,6 +183,16 @@ class MqttGridLink:
     def link_lost(self) -> bool:
         return self.watch.lost
 
+    def stats(self) -> dict[str, Any]:
+        """For metrics: broker connection, queues, link state, commands held."""
+        st = self.conn.stats
+        return {"connected": self.conn.connected, "protocol": st.protocol, "connects": st.connects,
+                "disconnects": st.disconnects, "published": st.published, "received": st.received,
+                "telemetry_dropped": st.telemetry_dropped, "queued": self.conn.queued(),
+                "acks_published": self.acks_published, "link_lost": self.watch.lost,
+                "fallback": self.watch.fallback, "commands_open": len(self.book.open),
+                "default_command_id": self.book.default.command_id if self.book.default else None}
+
     def _birth(self) -> Outbound:
         payload = status_payload(self._status, self.clock.now(), self.tz, self.version)
         return Outbound(self.topics.status, to_json(payload), qos=1, retain=True)
@@ -223,27 +233,24 @@ class MqttGridLink:
             log.warning("dispatch store closed; %s not persisted", getattr(fn, "__name__", fn))
 
     def _publish_ack(self, ack: Ack, rec: CommandRecord | None = None, *, response_topic: str | None = None,
-                     correlation: bytes | None = None, duplicate: bool = False) -> None:
-        payload = ack.payload(self.tz)
-        if duplicate:
-            payload["duplicate"] = True
-        data = to_json(payload)
+                     correlation: bytes | None = None) -> None:
+        data = to_json(ack.payload(self.tz))
         self.conn.publish(Outbound(self.topics.ack, data, qos=1), "reliable")
         rt = response_topic or (rec.response_topic if rec else None)
         if rt:
             corr = correlation if correlation is not None else (rec.correlation_data if rec else None)
             self.conn.publish(Outbound(rt, data, qos=1, correlation_data=corr), "reliable")
         self.acks_published += 1
-        if not duplicate:
-            self._db_submit(self._store_ack, StoredAck(ack.command_id, ack.status, ack.reason, ack.at_s, data.decode()))
-
-    def _store_ack(self, ack: StoredAck) -> None:
-        assert self.store is not None
-        self.store.record_ack(ack)
+        if self.store is not None:
+            self._db_submit(self.store.record_ack,
+                            StoredAck(ack.command_id, ack.status, ack.reason, ack.at_s, data.decode()))
 
     def _save(self, rec: CommandRecord, now_s: float) -> None:
+        store = self.store
+        if store is None:  # not started: nothing was accepted that needs saving
+            return
         stored = rec.to_stored(now_s)
-        self._db_submit(lambda: self.store.save_command(stored))  # type: ignore[union-attr]
+        self._db_submit(store.save_command, stored)
 
     def _emit(self, transitions: list[Transition], now_s: float) -> None:
         for rec, ack in transitions:

@@ -53,6 +53,8 @@ async def test_acks_received_within_a_second_then_applied_then_completed(make_li
     link.after_tick(report(link.clock.now(), 300.0, 10.0))
     await grid.until_ack(cmd["command_id"], "completed")
     assert [a["status"] for a in grid.acks(cmd["command_id"])] == ["received", "applied", "completed"]
+    st = link.stats()
+    assert st["connected"] and st["acks_published"] == 3 and st["commands_open"] == 0 and not st["link_lost"]
     assert np.isinf(link.limits(np.array([link.clock.now()])).site_import_max_kw).all()
 
 
