@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
@@ -254,6 +255,19 @@ class CommandBook:
         ok_imp = math.isnan(imp) or measured <= imp + self.limit_tolerance_kw
         ok_exp = math.isnan(exp) or measured >= -exp - self.limit_tolerance_kw
         return ok_imp and ok_exp
+
+
+def replay(arrivals: Iterable[tuple[float, DispatchCommand]]) -> list[InForce]:
+    """Limits and setpoints with the windows the daemon would give them, for a simulator that knows
+    every command's arrival time (epoch s) in advance: supersession and cancels as in `CommandBook`."""
+    book = CommandBook()
+    kept: list[CommandRecord] = []
+    for at_s, cmd in sorted(arrivals, key=lambda a: a[0]):
+        rec = CommandRecord(cmd=cmd, role="dispatch", state="received", received_s=at_s, payload="", end_s=cmd.end_s)
+        book.admit(rec, at_s)
+        if cmd.type != "cancel":
+            kept.append(rec)
+    return [r.in_force() for r in kept]
 
 
 def ack_json(ack: Ack, tz: tzinfo) -> str:

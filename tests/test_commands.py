@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from controller.commands import INFEASIBLE, NOT_IN_FORCE, CommandBook, CommandRecord
+from controller.commands import INFEASIBLE, NOT_IN_FORCE, CommandBook, CommandRecord, replay
 from controller.dispatch_schema import DispatchCommand, validate_command
 from controller.dispatch_store import MemoryDispatchStore
 from tests.dispatch_builders import command, report
@@ -147,3 +147,12 @@ def test_safe_mode_ticks_do_not_decide_applied() -> None:
     book = CommandBook()
     book.admit(record(), T0)
     assert book.check_applied(report(T0 + 1, 100.0, 0.0, safe_mode=True)) == []
+
+
+def test_replay_gives_a_simulator_the_daemons_windows() -> None:
+    old = record(minutes=60, seq=1).cmd
+    new = record(minutes=60, start_offset_s=1200, seq=2).cmd
+    cancelled = record(minutes=60, issuer="x", seq=3).cmd
+    cancel = record(T0 + 300, kind="cancel", cancels=cancelled.command_id, issuer="x", seq=4).cmd
+    got = {f.cmd.command_id: f.end_s for f in replay([(T0 + 600, new), (T0, old), (T0, cancelled), (T0 + 300, cancel)])}
+    assert got == {old.command_id: T0 + 1200, new.command_id: new.end_s, cancelled.command_id: T0 + 300}
