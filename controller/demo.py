@@ -57,7 +57,8 @@ async def demo_async(out: Path, sc: Scenario, quiet: bool = False) -> dict:
     raw_cfg = scenario_site_config(sc, addresses, site_id="demo", state_dir=str(out),
                                    # one tick per simulated minute: the piles' 30 s communication
                                    # timeout would trip between ticks, so their failsafe stays off
-                                   control={"period_s": sc.step_s, "budget_ms": 1000.0, "failsafe": False})
+                                   control={"period_s": sc.step_s, "budget_ms": 1000.0, "failsafe": False,
+                                            "planning_period_s": 300.0, "plan_in_thread": False})
     write_site_config(out / "site.yaml", raw_cfg)
     cfg = parse_site_config(raw_cfg, "demo site config")
     store = Store(f"sqlite:///{(out / 'youxu.sqlite').resolve()}", flush_s=0.5, pile_rows_every=1)

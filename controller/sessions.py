@@ -16,6 +16,8 @@ from scheduler.model import Sessions
 
 FULL_AFTER_TICKS = 3  # offered >= minimum but drawing nothing for this many ticks: the car is full
 DRAW_KW = 0.1
+MAX_GAP_S = 120.0  # without an energy counter, power is integrated over gaps up to this (not over a restart)
+CAR_LIMIT_KW = 0.5  # drawing this much below the offer means the car, not the pile, sets the power
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Session:
     state: str = "plugged"  # plugged | charging | done
     idle_offered_ticks: int = 0
     last_t_s: float = 0.0
+    car_max_kw: float = float("inf")  # what the car accepts, learnt when it draws less than offered
 
 
 @dataclass
@@ -105,6 +108,10 @@ class SessionTracker:
             self._measure(s, t_s, o)
             drawing = abs(o.power_kw) > DRAW_KW
             offered = offered_kw.get(pid, 0.0) >= min_kw.get(pid, 0.0) > 0
+            if drawing and offered_kw.get(pid, 0.0) > o.power_kw + CAR_LIMIT_KW:
+                # the car takes less than the pile offers: its on-board charger is the limit
+                seen = o.power_kw + CAR_LIMIT_KW / 2
+                s.car_max_kw = seen if not np.isfinite(s.car_max_kw) else max(s.car_max_kw, seen)
             if drawing:
                 s.state, s.idle_offered_ticks = "charging", 0
             elif offered and s.state != "done":
@@ -139,7 +146,9 @@ class SessionTracker:
                 s.energy_start_kwh = 0.0
             s.delivered_kwh = o.energy_kwh - s.energy_start_kwh
         else:
-            s.delivered_kwh += o.power_kw * max(0.0, t_s - s.last_t_s) / 3600.0
+            gap_s = t_s - s.last_t_s
+            if 0.0 < gap_s <= MAX_GAP_S:
+                s.delivered_kwh += o.power_kw * gap_s / 3600.0
         s.last_t_s = t_s
 
     def _expire_pending(self, t_s: float) -> None:
@@ -148,7 +157,6 @@ class SessionTracker:
 
     def arrays(self) -> Sessions:
         """The planner's view, aligned with the site's pile order."""
-        n = len(self.pile_ids)
         rows = [self.sessions.get(pid) for pid in self.pile_ids]
 
         def col(fn, default: float) -> np.ndarray:
@@ -168,8 +176,14 @@ class SessionTracker:
             min_soc=col(lambda s: s.min_soc, 0.2),
             v2g=col(lambda s: float(s.v2g), 0.0).astype(bool),
             urgent=col(lambda s: float(s.urgent), 0.0).astype(bool),
-            car_max_kw=np.full(n, np.inf),
+            car_max_kw=col(lambda s: s.car_max_kw, np.inf),
         )
+
+    def shift_time(self, step_s: float) -> None:
+        """The wall clock was stepped by `step_s`: move the times of the last measurements with it, so
+        the next interval is the real one (departures booked as wall-clock times stay where they are)."""
+        for s in self.sessions.values():
+            s.last_t_s += step_s
 
     def drain_finished(self) -> list[Session]:
         out, self.finished = self.finished, []

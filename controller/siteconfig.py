@@ -159,13 +159,17 @@ class ControlSection(_Section):
     horizon_s: int = Field(default=86400, gt=0)
     step_s: int = Field(default=900, gt=0)
     solver_time_limit_ms: float = Field(default=200.0, gt=0)
-    strategy: Literal["mpc", "fairshare", "edf", "llf"] = "fairshare"
+    strategy: Literal["mpc", "fairshare", "edf", "llf"] = "mpc"
+    plan_in_thread: bool = True  # solve beside the fast loop (False: inline, deterministic, for simulation)
     default_dwell_s: float = Field(default=10 * 3600, gt=0)  # assumed stay when nobody booked a departure
     default_energy_kwh: float = Field(default=20.0, ge=0)  # assumed need when nobody booked one
     wear_yuan_per_kwh: float = Field(default=0.05, ge=0)
     overrun_safe_mode: int = Field(default=5, ge=1)  # consecutive overruns before safe mode
     failsafe: bool = True  # program the piles' own failsafe and keep it alive
     meter_grace_s: float = Field(default=5.0, ge=0)
+    safe_mode_exit_ticks: int = Field(default=30, ge=1)  # healthy ticks in a row before safe mode ends
+    pile_tolerance_kw: float = Field(default=0.7, gt=0)  # a pile above its setpoint by more is not obeying
+    pile_ignore_ticks: int = Field(default=5, ge=1)  # ...for this many ticks in a row: alarm
 
 
 class TariffPeriod(_Section):
@@ -198,7 +202,11 @@ class StorageSection(_Section):
     url: str | None = None  # SQLAlchemy URL; default: SQLite file in state_dir
     state_dir: Path = Path("/var/lib/youxu")
     raw_retention_s: float = Field(default=7 * 86400, gt=0)
+    minute_retention_s: float = Field(default=400 * 86400, gt=0)  # 1-min readings
+    quarter_retention_s: float = Field(default=10 * 365 * 86400, gt=0)  # 15-min readings
     queue_size: int = Field(default=10000, gt=0)
+    flush_s: float = Field(default=1.0, gt=0)  # the writer batches this long
+    state_period_s: float = Field(default=10.0, gt=0)  # open sessions saved this often
 
     def database_url(self) -> str:
         return self.url or f"sqlite:///{self.state_dir / 'youxu.sqlite'}"

@@ -231,9 +231,8 @@ def outcome_result(sc: Scenario, out: dict[str, np.ndarray], strategy: str, limi
     energy, session = out["step_energy"], out["step_session"]
     k_idx, p_idx = np.nonzero(session >= 0)
     return RunResult(
-        scenario=sc, strategy=strategy, pile_kw=energy / dt_h, limit_kw=limit_kw,
+        scenario=sc, strategy=strategy, limit_kw=limit_kw,
         sched_step=k_idx.astype(np.int64), sched_session=session[k_idx, p_idx],
         sched_pile=p_idx.astype(np.int64), sched_kw=energy[k_idx, p_idx] / dt_h,
         delivered_kwh=out["delivered_kwh"], plan_ms=plan_ms, fallbacks=fallbacks, wall_s=wall_s,
-        soc=np.full(energy.shape, np.nan),
     )

@@ -1,0 +1,188 @@
+"""The rolling-horizon planner as the fast loop uses it (strategy `mpc`).
+
+Every planning period — and at once when a car arrives or leaves — the optimizer plans the
+next horizon from the snapshot, the household-load forecast, the tariff and the dispatch
+commands in force. Each tick between plans follows the plan's step for the current time
+through the dead band (rotating minimum-power runs, carrying each session's energy debt),
+against the headroom measured now; the safety layer has the last word after that.
+
+In the daemon the solve runs in a worker thread so a tick never waits for it: until a new
+plan is ready the previous one is followed. In simulation it runs inline, deterministically.
+A failed or late solve gives the least-laxity-first fallback for the ticks it covers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scheduler import heuristics
+from scheduler.deadband import DeadbandState, Headroom, to_setpoints
+from scheduler.forecast import BaseLoadForecaster
+from scheduler.model import HardLimits, Plan, PlanInput, Snapshot
+from scheduler.planner import plan_mpc
+
+if TYPE_CHECKING:
+    from controller.decision import Controller
+    from controller.siteconfig import SiteConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanningConfig:
+    horizon_s: float = 86400.0
+    step_s: float = 900.0
+    period_s: float = 60.0
+    time_limit_ms: float = 200.0
+    wear_yuan_per_kwh: float = 0.05
+    threaded: bool = False  # solve in a worker thread (daemon) or inline (simulation)
+
+
+def step_grid(t0_s: float, horizon_s: float, step_s: float) -> np.ndarray:
+    """Step lengths from t0: a first step to the next step boundary, then whole steps."""
+    first = step_s - (t0_s % step_s)
+    if first < 0.25 * step_s:  # too short to be worth a step of its own
+        first += step_s
+    n_rest = max(0, int(np.ceil((horizon_s - first) / step_s)))
+    return np.concatenate([[first], np.full(n_rest, step_s)])
+
+
+class RollingPlanner:
+    def __init__(self, cfg: PlanningConfig, forecaster: BaseLoadForecaster | None = None) -> None:
+        self.cfg = cfg
+        self.forecaster = forecaster or BaseLoadForecaster()
+        self.plan: Plan | None = None
+        self.plan_t0_s = 0.0
+        self.plan_step_end_s = np.zeros(0)
+        self.plan_sessions: tuple[str | None, ...] = ()
+        self.deadband: DeadbandState | None = None
+        self.last_tick_s: float | None = None
+        self.plans = 0
+        self.fallbacks = 0
+        self._pending: Future | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="youxu-plan") if cfg.threaded else None
+
+    @classmethod
+    def from_config(cls, cfg: SiteConfig) -> RollingPlanner:
+        c = cfg.control
+        return cls(PlanningConfig(horizon_s=c.horizon_s, step_s=c.step_s, period_s=c.planning_period_s,
+                                  time_limit_ms=c.solver_time_limit_ms, wear_yuan_per_kwh=c.wear_yuan_per_kwh,
+                                  threaded=c.plan_in_thread))
+
+    @classmethod
+    def for_simulation(cls, tick_s: float, period_s: float | None = None) -> RollingPlanner:
+        return cls(PlanningConfig(period_s=period_s or max(tick_s, 300.0), time_limit_ms=2000.0, threaded=False))
+
+    # ---- the plan's input --------------------------------------------------------------
+    def plan_input(self, snap: Snapshot, ctl: Controller) -> PlanInput:
+        steps = step_grid(snap.t_s, self.cfg.horizon_s, self.cfg.step_s)
+        starts = snap.t_s + np.concatenate([[0.0], np.cumsum(steps)[:-1]])
+        ends = starts + steps
+        base, base_phase = self.forecaster.forecast(ends, steps)
+        # the measured household load is the best forecast for the step we are in
+        fixed = np.zeros(ctl.piles.n) if snap.fixed_kw is None else np.nan_to_num(snap.fixed_kw, nan=0.0)
+        now_phase = snap.base_phase_kw(ctl.piles.phase_share) + fixed @ ctl.piles.phase_share
+        base = base.copy()
+        base_phase = base_phase.copy()
+        base[0] = max(base[0], float(now_phase.sum()))
+        base_phase[0] = np.maximum(base_phase[0], now_phase)
+        d_start, d_end = ctl.dispatch(starts), ctl.dispatch(np.maximum(ends - 1.0, starts))
+        site = ctl.site
+        imp_price, exp_price = ctl.tariff(starts)
+        online = snap.pile_online if snap.fixed_kw is None else snap.pile_online & np.isnan(snap.fixed_kw)
+        return PlanInput(
+            t0_s=snap.t_s,
+            step_s=steps,
+            base_kw=base,
+            base_phase_kw=base_phase,
+            import_limit_kw=np.minimum(site.import_kw, np.minimum(d_start.site_import_max_kw,
+                                                                  d_end.site_import_max_kw)) - site.margin_kw,
+            export_limit_kw=np.maximum(0.0, np.minimum(site.export_kw, np.minimum(d_start.site_export_max_kw,
+                                                                                  d_end.site_export_max_kw))),
+            phase_limit_kw=site.phase_kw,
+            ev_import_limit_kw=np.minimum(d_start.ev_import_max_kw, d_end.ev_import_max_kw) - fixed.sum(),
+            ev_export_limit_kw=np.maximum(0.0, np.minimum(d_start.ev_export_max_kw, d_end.ev_export_max_kw)),
+            setpoint_kw=d_start.setpoint_kw,
+            setpoint_scope=d_start.setpoint_scope,
+            import_price=imp_price,
+            export_price=exp_price,
+            piles=ctl.piles,
+            sessions=snap.sessions,
+            pile_online=online,
+            wear_yuan_per_kwh=self.cfg.wear_yuan_per_kwh,
+        )
+
+    # ---- when to plan ------------------------------------------------------------------
+    def _due(self, snap: Snapshot) -> bool:
+        if self.plan is None:
+            return True
+        if snap.t_s - self.plan_t0_s >= self.cfg.period_s or snap.t_s >= self.plan_step_end_s[-1]:
+            return True
+        return tuple(snap.sessions.ids) != self.plan_sessions  # a car came or went
+
+    def _adopt(self, plan: Plan, inp: PlanInput) -> None:
+        self.plan = plan
+        self.plan_t0_s = inp.t0_s
+        self.plan_step_end_s = inp.step_end_s
+        self.plan_sessions = tuple(inp.sessions.ids)
+        self.plans += 1
+        self.fallbacks += int(plan.fallback)
+        if plan.fallback:
+            log.warning("planner fell back to least-laxity-first: %s", plan.status)
+
+    def _solve(self, inp: PlanInput) -> Plan:
+        return plan_mpc(inp, time_limit_ms=self.cfg.time_limit_ms)
+
+    # ---- every tick ----------------------------------------------------------------------
+    def setpoints(self, snap: Snapshot, limits: HardLimits, ctl: Controller) -> tuple[np.ndarray, Plan | None, bool]:
+        """(setpoints kW, the plan followed, whether a new plan was adopted this tick)."""
+        fixed = np.zeros(ctl.piles.n) if snap.fixed_kw is None else np.nan_to_num(snap.fixed_kw, nan=0.0)
+        self.forecaster.observe(snap.t_s, snap.base_kw + fixed.sum(),
+                                snap.base_phase_kw(ctl.piles.phase_share) + fixed @ ctl.piles.phase_share)
+        planned = False
+        if self._pending is not None and self._pending.done():
+            plan, inp = self._pending.result()
+            self._pending = None
+            self._adopt(plan, inp)
+            planned = True
+        if self._due(snap) and self._pending is None:
+            inp = self.plan_input(snap, ctl)
+            if self._pool is None:
+                self._adopt(self._solve(inp), inp)
+                planned = True
+            else:
+                self._pending = self._pool.submit(lambda i=inp: (self._solve(i), i))
+                if self.plan is None or tuple(snap.sessions.ids) != self.plan_sessions:
+                    # nothing valid to follow yet: this tick is planned by the fallback
+                    self._adopt(self._tick_fallback(snap, limits, ctl), inp)
+        step = ctl.single_step_input(snap, limits)
+        if self.plan is None or self.plan.fallback:
+            plan_kw = heuristics.llf(step).first_kw
+        else:
+            k = int(np.searchsorted(self.plan_step_end_s, snap.t_s, side="right"))
+            k = min(k, self.plan.power_kw.shape[1] - 1)
+            plan_kw = self.plan.power_kw[:, k]
+        if self.deadband is None:
+            self.deadband = DeadbandState(ctl.piles.n)
+        dt_s = ctl.tick_s if self.last_tick_s is None else min(max(snap.t_s - self.last_tick_s, 0.0), 10 * ctl.tick_s)
+        self.last_tick_s = snap.t_s
+        sp = to_setpoints(plan_kw, ctl.piles, snap.sessions.ids, Headroom.of(step), dt_s or ctl.tick_s,
+                          self.deadband, online=step.pile_online)
+        return sp, self.plan, planned
+
+    @staticmethod
+    def _tick_fallback(snap: Snapshot, limits: HardLimits, ctl: Controller) -> Plan:
+        t0 = time.perf_counter()
+        plan = heuristics.llf(ctl.single_step_input(snap, limits))
+        return Plan(power_kw=plan.power_kw, status="fallback:planning", fallback=True,
+                    solve_ms=(time.perf_counter() - t0) * 1e3)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
