@@ -1,20 +1,20 @@
 """A scenario's dispatch commands as the daemon would have them in force, at any times.
 
-The entries are validated with the daemon's own parser and combined with the daemon's own
-arbitration (`controller.arbitration`): what the simulator applies is what a site would.
-A `cancel` ends its target at the time it is sent.
+The entries are validated with the daemon's own parser, given the windows the daemon's command
+book would give them (supersession, cancels: `controller.commands.replay`) and combined with the
+daemon's own arbitration: what the simulator applies is what a site would.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 
 import numpy as np
 from pydantic import ValidationError
 
 from controller.arbitration import InForce, dispatch_limits
+from controller.commands import replay
 from controller.dispatch_schema import DispatchCommand
 from controller.errors import UserError, format_validation_error
 from controller.gridlink import DispatchLimits
@@ -26,20 +26,14 @@ DispatchFn = Callable[[np.ndarray], DispatchLimits]
 def scenario_commands(sc: Scenario) -> list[InForce]:
     """The scenario's limit and setpoint commands with the time each one's force ends."""
     epoch0 = sc.start.timestamp()
-    end: dict[str, float] = {}
-    cmds: dict[str, DispatchCommand] = {}
-    for i, entry in enumerate(sorted(sc.dispatch, key=lambda e: e.at_s)):
+    arrivals: list[tuple[float, DispatchCommand]] = []
+    for i, entry in enumerate(sc.dispatch):
         try:
             cmd = DispatchCommand.model_validate_json(json.dumps(entry.command))
         except ValidationError as exc:
             raise UserError(f"dispatch[{i}].command: {format_validation_error(exc)}") from None
-        if cmd.type == "cancel":
-            if cmd.cancels in cmds:
-                end[cmd.cancels] = min(end[cmd.cancels], epoch0 + entry.at_s)
-            continue
-        cmds[cmd.command_id] = cmd
-        end[cmd.command_id] = cmd.end_s if cmd.valid_until is not None else math.inf
-    return [InForce(c, end[cid]) for cid, c in cmds.items()]
+        arrivals.append((epoch0 + entry.at_s, cmd))
+    return replay(arrivals)
 
 
 def scenario_dispatch_fn(sc: Scenario) -> DispatchFn:
