@@ -40,7 +40,14 @@ async def serve_async(sc: Scenario, speed: float, host: str, port: int, layout: 
     if mqtt_url and sc.dispatch:
         from controller.cli_dispatch import publish_scenario_dispatch
 
-        tasks.append(asyncio.create_task(publish_scenario_dispatch(mqtt_url, site_id, sc, clock, stop)))
+        # a daemon on the wall clock checks issued_at against its own time: at real speed the commands
+        # are moved from the scenario's calendar to today; faster, they keep the scenario's times
+        shift_s = time.time() - sc.start.timestamp() if speed == 1.0 else 0.0
+        if speed != 1.0:
+            log.warning("at speed %g the dispatch commands carry scenario times; a daemon on the wall clock "
+                        "will reject them as STALE", speed)
+        tasks.append(asyncio.create_task(publish_scenario_dispatch(mqtt_url, site_id, sc, clock, stop,
+                                                                   shift_s=shift_s)))
     if write_config is not None:
         cfg = scenario_site_config(sc, site.addresses, site_id=site_id, mqtt_url=mqtt_url)
         write_site_config(write_config, cfg)
