@@ -53,14 +53,14 @@ class Daemon:
     def build(cls, cfg: SiteConfig, clock: Clock | None = None, link: GridLink | None = None,
               store: Store | None = None, with_store: bool = True) -> Daemon:
         clock = clock or RealClock()
+        if store is None and with_store:
+            store = Store(cfg.storage.database_url(), cfg.storage.queue_size)
         if link is None:
             link = NoGridLink()
             if cfg.mqtt is not None:
                 from drivers.mqtt_link import MqttGridLink
 
-                link = MqttGridLink(cfg, clock, store)  # type: ignore[assignment]
-        if store is None and with_store:
-            store = Store(cfg.storage.database_url(), cfg.storage.queue_size)
+                link = MqttGridLink(cfg, clock, store)  # type: ignore[assignment]  # shares the store's engine
         io = SiteIO(cfg)
         loop = FastLoop(cfg, io, make_controller(cfg, link), clock, link, store)
         d = cls(cfg, clock, link, store, io, loop)
