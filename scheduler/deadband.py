@@ -62,8 +62,17 @@ def _fits(add: np.ndarray, i: int, room: float, room_phase: np.ndarray, share: n
 
 
 def to_setpoints(plan_kw: np.ndarray, piles: Piles, session_ids: Sequence[str | None], headroom: Headroom,
-                 dt_s: float, state: DeadbandState, online: np.ndarray | None = None) -> np.ndarray:
-    """Setpoints (kW) for this tick from the plan's first step; updates `state`'s debts."""
+                 dt_s: float, state: DeadbandState, online: np.ndarray | None = None,
+                 presence: np.ndarray | None = None, leave_s: np.ndarray | None = None,
+                 car_max_kw: np.ndarray | None = None) -> np.ndarray:
+    """Setpoints (kW) for this tick from the plan's first step; updates `state`'s debts.
+
+    `presence` (0..1 per pile, default 1) is the share of the tick the car stays: a car leaving
+    within the tick must be squared in the time it has left. With `leave_s` (time until each
+    car leaves) the cars leaving soonest catch up first and are cut last when room is short;
+    without it catching up goes by the debt and cuts are proportional. `car_max_kw` caps a pile
+    at what its car accepts (a setpoint above it would be debt paid on paper only).
+    """
     n = piles.n
     state.follow(session_ids)
     plan = np.asarray(plan_kw, dtype=float).copy()
@@ -71,16 +80,23 @@ def to_setpoints(plan_kw: np.ndarray, piles: Piles, session_ids: Sequence[str | 
     has = np.array([s is not None for s in session_ids], dtype=bool) & on
     plan[~has] = 0.0
     state.debt_kwh[~has] = 0.0
-    dt_h = dt_s / 3600.0
-    mn, mx = piles.min_kw, piles.max_kw
+    stay = np.ones(n) if presence is None else np.clip(np.asarray(presence, dtype=float), 0.0, 1.0)
+    dt_h = dt_s / 3600.0 * stay  # per pile: the time its car is there in this tick
+    mn = piles.min_kw
+    mx = piles.max_kw if car_max_kw is None else np.minimum(piles.max_kw, np.asarray(car_max_kw, dtype=float))
     dis = np.where(piles.v2g, piles.max_discharge_kw, 0.0)
     share = piles.phase_share
-    owed = plan + state.debt_kwh / dt_h  # what each pile should draw to be square with the plan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        owed = np.where(dt_h > 0, plan + state.debt_kwh / dt_h, 0.0)  # what each pile should draw to be square
 
     # 1. what the plan asks at or above the minimum, in the dead band's allowed set
     sp = np.where(plan >= mn - EPS, np.minimum(plan, mx), 0.0)
     sp = np.where(plan <= -mn + EPS, np.maximum(plan, -dis), sp)
-    sp = _cut_to_room(sp, share, headroom, mn)
+    if leave_s is None:
+        sp = _cut_to_room(sp, share, headroom, mn)
+    else:
+        sp = _cut_latest_first(sp, share, headroom, mn, np.asarray(leave_s, dtype=float))
+    key = np.zeros(n) if leave_s is None else np.asarray(leave_s, dtype=float)
 
     # 2. catch up (or give back) within the dead band, most owed first, only where room is left
     extra = owed - sp
@@ -91,15 +107,15 @@ def to_setpoints(plan_kw: np.ndarray, piles: Piles, session_ids: Sequence[str | 
     room = headroom.import_kw - float(sp.sum())
     room_phase = headroom.phase_kw - sp @ share
     up = np.flatnonzero(running & (extra > EPS))
-    for i in up[np.argsort(-extra[up], kind="stable")]:
+    for i in up[np.lexsort((-extra[up], key[up]))]:
         add = _fits(np.minimum(extra, mx - sp), i, room, room_phase, share)
         sp[i] += add
         room -= add
         room_phase -= add * share[i]
     # idle piles that are owed: start the most owed at their minimum while the owed total lasts
-    idle = np.flatnonzero(has & (np.abs(sp) < EPS) & (owed > EPS) & (mx >= mn))
+    idle = np.flatnonzero(has & (np.abs(sp) < EPS) & (owed > EPS) & (mx >= mn - EPS))
     budget = float(owed[idle].sum())
-    for i in idle[np.argsort(-owed[idle], kind="stable")]:
+    for i in idle[np.lexsort((-owed[idle], key[idle]))]:
         if budget < mn[i] / 2.0:
             break
         if _fits(mx, i, room, room_phase, share) + EPS < mn[i]:
@@ -117,6 +133,26 @@ def to_setpoints(plan_kw: np.ndarray, piles: Piles, session_ids: Sequence[str | 
     state.debt_kwh = np.clip(state.debt_kwh + (plan - sp) * dt_h, -cap, cap)
     state.debt_kwh[~has] = 0.0
     return sp
+
+
+def _cut_latest_first(sp: np.ndarray, share: np.ndarray, headroom: Headroom, mn: np.ndarray,
+                      leave_s: np.ndarray) -> np.ndarray:
+    """Bring charging within the room, cutting the cars that stay longest first (dead band kept)."""
+    out = sp.copy()
+    for i in np.argsort(-leave_s, kind="stable"):
+        over_total = float(out.sum()) - headroom.import_kw
+        over_phase = out @ share - headroom.phase_kw
+        if over_total <= EPS and np.all(over_phase <= EPS):
+            break
+        if out[i] <= 0:
+            continue
+        on = share[i] > 0
+        need = max(over_total, float(np.max(np.where(on, over_phase / np.where(on, share[i], 1.0), 0.0))))
+        if need <= EPS:
+            continue
+        new = out[i] - need
+        out[i] = new if new >= mn[i] - EPS else 0.0
+    return _cut_to_room(out, share, headroom, mn)  # exports, and anything a cut could not reach
 
 
 def _cut_to_room(sp: np.ndarray, share: np.ndarray, headroom: Headroom, mn: np.ndarray) -> np.ndarray:

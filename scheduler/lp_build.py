@@ -63,6 +63,7 @@ class LpGrid:
     phase_share: np.ndarray  # (n_piles, 3)
     wear_yuan_per_kwh: float = 0.05
     step_key: np.ndarray | None = None  # (H,) stable id of each step across solves (e.g. its end time, s)
+    peak_base_kw: np.ndarray | None = None  # (H,) household load at its highest within each step (coarse steps)
 
     @property
     def horizon(self) -> int:
@@ -87,6 +88,10 @@ class LpSessions:
     battery_min_kwh: np.ndarray  # (K,) floor for V2G (min_soc * capacity)
     battery_max_kwh: np.ndarray  # (K,) capacity
     uid: np.ndarray | None = None  # (K,) stable id of each session across solves (< 2**24)
+    # count a session in the site's rows at the power it draws while plugged in (x / availability), not its
+    # step average: steps coarser than the real ones (the offline yardstick's blocks) then never overfill
+    # any real step inside them when a car arrives or leaves within a step
+    peak_coupling: bool = False
 
     @property
     def k(self) -> int:
@@ -201,7 +206,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     else:
         hr = np.broadcast_to(g.phase_limit_kw, (h, 3)) - g.base_phase_kw
     lb[col["F"]] = -INF
-    ub[col["F"]] = hr.T.reshape(-1)  # F ordered phase-major: f * H + t
+    ub[col["F"]] = INF if s.peak_coupling else hr.T.reshape(-1)  # F ordered phase-major: f * H + t
     ub[col["o"]] = np.where(np.isfinite(hr.T.reshape(-1)), INF, 0.0)
     lb[col["E"]] = -np.asarray(g.ev_export_limit_kw, dtype=float)
     ub[col["E"]] = g.ev_import_limit_kw
@@ -300,11 +305,15 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     ecols = col["E"].start + tt
     add(r0 + tt, ecols, np.ones(h))
     add(r0 + np.tile(tt, 3), fcol, -np.ones(3 * h))
-    add(r0 + np.tile(tt, 3), col["o"].start + np.arange(3 * h), -np.ones(3 * h))
+    if not s.peak_coupling:
+        add(r0 + np.tile(tt, 3), col["o"].start + np.arange(3 * h), -np.ones(3 * h))
     rlb.append(np.zeros(h))
     rub.append(np.zeros(h))
     rkey.append(_key(5, 0, sk))
     r0 += h
+
+    if s.peak_coupling:
+        r0 = _peak_rows(g, s, sess, step, frac, y_pos, col, hr, r0, add, rlb, rub, rkey)
 
     # site balance: E_t - sum_j z - oi + s = -base_t
     add(r0 + tt, ecols, np.ones(h))
@@ -347,6 +356,58 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
         x_session=sess, x_step=step, y_pos=y_pos, x_kwh=ub[col["x"]] * dt[step],
         x_pref=g.base_kw[step] + 10.0 * g.import_price[step], target_kwh=target, col=col, n_sessions=k, horizon=h,
     )
+
+
+def _peak_rows(g: LpGrid, s: LpSessions, sess: np.ndarray, step: np.ndarray, frac: np.ndarray, y_pos: np.ndarray,
+               col: dict[str, slice], hr: np.ndarray, r0: int, add, rlb: list, rub: list, rkey: list) -> int:
+    """The site's limits with every session at the power it draws while plugged in (x / availability).
+
+    Charging and discharging are bounded apart (a car that charges in part of a step does not offset
+    one that discharges in another part), so every real step inside a coarse one keeps the limits.
+    """
+    h = g.horizon
+    tt = np.arange(h)
+    sk = _step_key(g)
+    inv = 1.0 / np.where(frac > 1e-9, frac, 1.0)
+    xcol = col["x"].start + np.arange(sess.size)
+    ycol = col["y"].start + np.arange(y_pos.size)
+    share = g.phase_share[s.pile[sess]] * inv[:, None]
+    for f in range(3):  # phases: sum share x / a - o <= headroom
+        on = share[:, f] > 0
+        add(r0 + f * h + step[on], xcol[on], share[on, f])
+    add(r0 + np.arange(3 * h), col["o"].start + np.arange(3 * h), -np.ones(3 * h))
+    rlb.append(np.full(3 * h, -INF))
+    rub.append(hr.T.reshape(-1))
+    rkey.append(_key(9, np.repeat(np.arange(3), h), np.tile(sk, 3)))
+    r0 += 3 * h
+    # site import: sum x / a - oi <= import limit - household load; EV import: sum x / a <= ev limit
+    add(r0 + step, xcol, inv)
+    add(r0 + tt, col["oi"].start + tt, -np.ones(h))
+    rlb.append(np.full(h, -INF))
+    rub.append(g.import_limit_kw - g.base_kw)
+    rkey.append(_key(10, 0, sk))
+    r0 += h
+    add(r0 + step, xcol, inv)
+    rlb.append(np.full(h, -INF))
+    rub.append(np.asarray(g.ev_import_limit_kw, dtype=float))
+    rkey.append(_key(11, 0, sk))
+    r0 += h
+    # the peak of the real steps: the highest household load plus the EVs at their plugged-in power
+    pk = g.base_kw if g.peak_base_kw is None else np.asarray(g.peak_base_kw, dtype=float)
+    add(r0 + step, xcol, inv)
+    add(r0 + tt, np.full(h, col["P"].start), -np.ones(h))
+    rlb.append(np.full(h, -INF))
+    rub.append(-pk)
+    rkey.append(_key(13, 0, sk))
+    r0 += h
+    if y_pos.size:  # discharge: sum y / a <= site export room and the EV export limit
+        yinv = inv[y_pos]
+        add(r0 + step[y_pos], ycol, yinv)
+        rlb.append(np.full(h, -INF))
+        rub.append(np.minimum(g.export_limit_kw + g.base_kw, g.ev_export_limit_kw))
+        rkey.append(_key(12, 0, sk))
+        r0 += h
+    return r0
 
 
 def _key(kind: int, entity: np.ndarray | int, step: np.ndarray | int) -> np.ndarray:

@@ -90,7 +90,7 @@ def sessions_from_input(inp: PlanInput, warm: WarmStart | None = None) -> tuple[
         urgent=s.urgent[keep].astype(bool),
         battery_now_kwh=now_kwh,
         battery_min_kwh=np.minimum(s.min_soc[keep] * batt, now_kwh),
-        battery_max_kwh=np.maximum(batt, now_kwh + need),
+        battery_max_kwh=np.minimum(batt, now_kwh + need),  # full, or the request met: the car takes no more
         uid=None if warm is None else warm.uids([s.ids[i] for i in keep]),
     )
     return sess, keep
