@@ -58,6 +58,10 @@ def greedy_allocate(order: np.ndarray, demand: np.ndarray, min_kw: np.ndarray, s
     order = np.asarray(order, dtype=np.int64)
     # a pile that wants nothing, or less than its minimum, never gets anything
     order = order[(demand[order] > EPS) & (demand[order] + EPS >= min_kw[order])]
+    wanted = demand[order]
+    if wanted.sum() <= room_total - BIND_TOL_KW and (wanted @ share[order] <= room_phase - BIND_TOL_KW).all():
+        alloc[order] = wanted  # room for everyone
+        return alloc
     while order.size:
         sh = share[order]
         on = sh > 0

@@ -16,29 +16,29 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controller.decision import Controller, SiteLimits
+from controller.gridlink import DispatchLimits
 from scheduler.model import Snapshot
 from sim.physics import SitePhysics
 from sim.scenario import Scenario
 
 OFFLINE = "offline"
 SIM_STRATEGIES = ("uncontrolled", "fairshare", "edf", "llf", "mpc", OFFLINE)
+PROGRESS_EVERY = 60  # steps between progress reports
 
 
 @dataclass
 class RunResult:
     scenario: Scenario
     strategy: str
-    pile_kw: np.ndarray  # (n_steps, n_piles) average power in each step
     limit_kw: np.ndarray  # (n_steps,) tightest import limit in force
-    sched_step: np.ndarray  # one row per session per step it was plugged in
+    sched_step: np.ndarray  # one row per session per step it was plugged in, by step then session
     sched_session: np.ndarray
     sched_pile: np.ndarray
-    sched_kw: np.ndarray
+    sched_kw: np.ndarray  # average power the session drew in the step
     delivered_kwh: np.ndarray  # per session
     plan_ms: list[float] = field(default_factory=list)
     fallbacks: int = 0
     wall_s: float = 0.0
-    soc: np.ndarray | None = None  # (n_steps, n_piles) SoC of the car on each pile (NaN where none)
 
 
 def tariff_fn(sc: Scenario) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -48,7 +48,12 @@ def tariff_fn(sc: Scenario) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarr
     epoch0, res = sc.start.timestamp(), sc.tariff.resolution_s
 
     def prices(t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        k = np.clip(((np.asarray(t_s, dtype=float) - epoch0) // res).astype(np.int64), 0, None)
+        t = np.asarray(t_s, dtype=float)
+        if t.size == 1:  # one time: index in Python, no array arithmetic
+            k = max(int((float(t.reshape(-1)[0]) - epoch0) // res), 0)
+            shape = t.shape
+            return (np.full(shape, imp[min(k, imp.size - 1)]), np.full(shape, exp[min(k, exp.size - 1)]))
+        k = np.clip(((t - epoch0) // res).astype(np.int64), 0, None)
         return imp[np.minimum(k, imp.size - 1)], exp[np.minimum(k, exp.size - 1)]
 
     return prices
@@ -60,24 +65,77 @@ def site_limits(sc: Scenario) -> SiteLimits:
 
 
 def make_controller(sc: Scenario, strategy: str, physics: SitePhysics) -> Controller:
-    from sim.dispatch_arrays import scenario_dispatch_fn
-
     planner = None
     if strategy == "mpc":
         from controller.planning import RollingPlanner
 
         planner = RollingPlanner.for_simulation(sc.step_s)
     return Controller(physics.piles, site_limits(sc), strategy, tariff_fn(sc),
-                      dispatch=scenario_dispatch_fn(sc), tick_s=sc.step_s, planner=planner)
+                      dispatch=PiecewiseDispatch(sc), tick_s=sc.step_s, planner=planner)
 
 
-def _collect(active: np.ndarray, e_kwh: np.ndarray, k: int, dt_h: float,
-             rows: tuple[list, list, list, list]) -> None:
-    has = np.flatnonzero(active >= 0)
-    rows[0].append(np.full(has.size, k, dtype=np.int64))
-    rows[1].append(active[has])
-    rows[2].append(has)
-    rows[3].append(e_kwh[has] / dt_h)
+class PiecewiseDispatch:
+    """The scenario's dispatch limits, computed once per interval between command boundaries.
+
+    Nothing in force changes between two boundaries (period starts, ends, cancels), so a
+    one-time query returns the interval's memoised limits (read-only arrays); horizons of
+    several times go to the arbitration directly.
+    """
+
+    def __init__(self, sc: Scenario) -> None:
+        from sim.dispatch_arrays import scenario_commands, scenario_dispatch_fn
+
+        self._fn = scenario_dispatch_fn(sc)
+        in_force = scenario_commands(sc) if sc.dispatch else []
+        edges = [f.cmd.period_starts_s() for f in in_force] + [np.array([min(f.end_s, f.cmd.end_s)]) for f in in_force]
+        edges_s = np.unique(np.concatenate(edges)) if edges else np.zeros(0)
+        self._edges_s = edges_s[np.isfinite(edges_s)]
+        self._memo: dict[int, DispatchLimits] = {}
+
+    def __call__(self, t_s: np.ndarray) -> DispatchLimits:
+        t = np.atleast_1d(np.asarray(t_s, dtype=float))
+        if t.size != 1:
+            return self._fn(t)
+        segment = int(np.searchsorted(self._edges_s, t[0], side="right"))
+        hit = self._memo.get(segment)
+        if hit is None:
+            hit = self._fn(t)
+            for arr in (hit.site_import_max_kw, hit.site_export_max_kw, hit.ev_import_max_kw, hit.ev_export_max_kw,
+                        hit.setpoint_kw):
+                arr.flags.writeable = False
+            self._memo[segment] = hit
+        return hit
+
+
+class ScheduleRows:
+    """The rows of schedule.csv, filled step by step into arrays sized for the whole run."""
+
+    def __init__(self, sc: Scenario) -> None:
+        # a session has a row for every step starting inside [arrival, departure)
+        arr = np.array([s.arrival_s for s in sc.sessions], dtype=np.int64)
+        dep = np.array([s.departure_s for s in sc.sessions], dtype=np.int64)
+        n_rows = int((-(-dep // sc.step_s) - -(-arr // sc.step_s)).sum())
+        self.step = np.zeros(n_rows, dtype=np.int32)
+        self.session = np.zeros(n_rows, dtype=np.int32)
+        self.pile = np.zeros(n_rows, dtype=np.int32)
+        self.kw = np.zeros(n_rows)
+        self.n = 0
+
+    def add(self, k: int, active: np.ndarray, kw: np.ndarray) -> None:
+        """The step's row for every plugged-in session, in session order."""
+        piles = np.flatnonzero(active >= 0)
+        if not piles.size:
+            return
+        sess = active[piles]
+        if piles.size > 1:
+            o = np.argsort(sess, kind="stable")
+            piles, sess = piles[o], sess[o]
+        a, b = self.n, self.n + piles.size
+        self.step[a:b] = k
+        self.session[a:b] = sess
+        self.pile[a:b] = piles
+        self.kw[a:b] = kw[piles]
+        self.n = b
 
 
 def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], None] | None = None) -> RunResult:
@@ -86,12 +144,13 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
     phys = SitePhysics(sc)
     n_steps, n = sc.n_steps, phys.piles.n
     base_phase = sc.base_phase_kw()
+    base_total = base_phase.sum(axis=1)
+    share = phys.piles.phase_share
+    online = np.ones(n, dtype=bool)
     epoch0 = sc.start.timestamp()
     dt_h = sc.step_s / 3600.0
-    pile_kw = np.zeros((n_steps, n))
-    soc = np.full((n_steps, n), np.nan)
     limit_kw = np.zeros(n_steps)
-    rows: tuple[list, list, list, list] = ([], [], [], [])
+    rows = ScheduleRows(sc)
     plan_ms: list[float] = []
     fallbacks = 0
     schedule = None
@@ -102,27 +161,23 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
         t0 = time.perf_counter()
         schedule = offline_schedule(sc)  # (n_sessions, n_steps) kW
         plan_ms.append((time.perf_counter() - t0) * 1e3)
+        d = PiecewiseDispatch(sc)(epoch0 + sc.step_times_s())
+        limit_kw[:] = np.minimum(sc.site.limit_kw, d.site_import_max_kw)
     else:
         controller = make_controller(sc, strategy, phys)
-    from sim.dispatch_arrays import scenario_dispatch_fn
-
-    dispatch = scenario_dispatch_fn(sc)
     for k in range(n_steps):
         t_s = k * sc.step_s
         active = phys.active_sessions(t_s)
         if schedule is not None:
-            has = active >= 0
-            phys.setpoint_kw = np.where(has, schedule[np.maximum(active, 0), k], 0.0)
-            d = dispatch(np.array([epoch0 + t_s]))
-            limit_kw[k] = min(sc.site.limit_kw, float(d.site_import_max_kw[0]))
+            phys.setpoint_kw = np.where(active >= 0, schedule[np.maximum(active, 0), k], 0.0)
         else:
             drawn = phys.power_kw(t_s, active)
             snap = Snapshot(
                 t_s=epoch0 + t_s,
-                meter_kw=float(base_phase[k].sum() + drawn.sum()),
-                meter_phase_kw=base_phase[k] + drawn @ phys.piles.phase_share,
+                meter_kw=float(base_total[k] + drawn.sum()),
+                meter_phase_kw=base_phase[k] + drawn @ share,
                 pile_kw=drawn,
-                pile_online=np.ones(n, dtype=bool),
+                pile_online=online,
                 pile_plugged=active >= 0,
                 sessions=phys.known_sessions(t_s, epoch0, active),
             )
@@ -132,20 +187,14 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
             if dec.planned:
                 plan_ms.append(dec.plan_ms)
                 fallbacks += int(dec.fallback)
-        act, e = phys.advance(t_s, sc.step_s)
-        pile_kw[k] = e / dt_h
-        has = act >= 0
-        s = np.maximum(act, 0)
-        soc[k] = np.where(has, phys.s_soc0[s] + phys.delivered_kwh[s] / phys.s_bat[s], np.nan) if phys.session_ids \
-            else np.nan
-        _collect(act, e, k, dt_h, rows)
-        if progress is not None and (k % 60 == 0 or k == n_steps - 1):
+        act, e = phys.advance(t_s, sc.step_s, active)
+        rows.add(k, act, e / dt_h)
+        if progress is not None and (k % PROGRESS_EVERY == 0 or k == n_steps - 1):
             progress(k + 1, n_steps)
-    cat = [np.concatenate(r) if r else np.zeros(0) for r in rows]
+    m = rows.n
     return RunResult(
-        scenario=sc, strategy=strategy, pile_kw=pile_kw, limit_kw=limit_kw,
-        sched_step=cat[0].astype(np.int64), sched_session=cat[1].astype(np.int64),
-        sched_pile=cat[2].astype(np.int64), sched_kw=cat[3],
+        scenario=sc, strategy=strategy, limit_kw=limit_kw,
+        sched_step=rows.step[:m], sched_session=rows.session[:m], sched_pile=rows.pile[:m], sched_kw=rows.kw[:m],
         delivered_kwh=phys.delivered_kwh.copy(), plan_ms=plan_ms, fallbacks=fallbacks,
-        wall_s=time.perf_counter() - t_wall, soc=soc,
+        wall_s=time.perf_counter() - t_wall,
     )

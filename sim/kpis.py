@@ -4,30 +4,57 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.physics import SitePhysics
+from sim.physics import SitePhysics, scenario_piles
 from sim.scenario import Scenario
 
 KPI_FORMAT = "youxu.kpis/1"
 VIOLATION_TOL_KW = 0.1
 SERVED_FRACTION = 0.99
+ROW_CHUNK = 4_000_000  # schedule rows summed at a time
 
 
 def _r(x: float, nd: int = 3) -> float:
     return float(round(float(x), nd))
 
 
+def per_step_kw(n_steps: int, sched_step: np.ndarray, weights: np.ndarray,
+                group: np.ndarray | None = None, n_groups: int = 1) -> np.ndarray:
+    """Sum `weights` per step (and per group when given): shape (n_steps,) or (n_steps, n_groups).
+
+    Chunked over the rows, so a year of schedule rows needs no (steps x piles) matrix."""
+    out = np.zeros(n_steps * n_groups)
+    for a in range(0, sched_step.size, ROW_CHUNK):
+        b = a + ROW_CHUNK
+        idx = sched_step[a:b].astype(np.int64)
+        if group is not None:
+            idx = idx * n_groups + group[a:b]
+        out += np.bincount(idx, weights=weights[a:b], minlength=out.size)
+    return out if group is None else out.reshape(n_steps, n_groups)
+
+
 def site_series(sc: Scenario, sched_step: np.ndarray, sched_pile: np.ndarray, sched_kw: np.ndarray,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per step: base kW, EV kW, total kW, and per-phase total kW (n_steps, 3)."""
-    phys_share = SitePhysics(sc).piles.phase_share
-    n_steps = sc.n_steps
-    pile_kw = np.zeros((n_steps, len(sc.piles)))
-    np.add.at(pile_kw, (sched_step, sched_pile), sched_kw)
+    share = scenario_piles(sc).phase_share
+    kinds, kind_of_pile = np.unique(share, axis=0, return_inverse=True)  # single-phase L1/L2/L3, 3-phase
+    by_kind = per_step_kw(sc.n_steps, sched_step, sched_kw, kind_of_pile.reshape(-1)[sched_pile], len(kinds))
     base_phase = sc.base_phase_kw()
     base = base_phase.sum(axis=1)
-    ev = pile_kw.sum(axis=1)
-    phase_total = base_phase + pile_kw @ phys_share
+    ev = by_kind.sum(axis=1)
+    phase_total = base_phase + by_kind @ kinds
     return base, ev, base + ev, phase_total
+
+
+def delivered_per_session_kwh(sc: Scenario, sched_session: np.ndarray, sched_kw: np.ndarray) -> np.ndarray:
+    return np.bincount(sched_session, weights=sched_kw, minlength=len(sc.sessions)) * (sc.step_s / 3600.0)
+
+
+def session_targets_kwh(sc: Scenario) -> np.ndarray:
+    """What each session is owed: its request, or the most its pile could deliver in its window if less."""
+    if not sc.sessions:
+        return np.zeros(0)
+    requested = np.array([s.energy_kwh for s in sc.sessions], dtype=float)
+    return np.minimum(requested, SitePhysics(sc).deliverable_kwh())
 
 
 def compute_kpis(sc: Scenario, strategy: str, sched_step: np.ndarray, sched_session: np.ndarray,
@@ -38,12 +65,9 @@ def compute_kpis(sc: Scenario, strategy: str, sched_step: np.ndarray, sched_sess
     dt_h = sc.step_s / 3600.0
     base, ev, total, phase_total = site_series(sc, sched_step, sched_pile, sched_kw)
     n_sess = len(sc.sessions)
-    delivered = np.zeros(n_sess)
-    np.add.at(delivered, sched_session, sched_kw * dt_h)
+    delivered = delivered_per_session_kwh(sc, sched_session, sched_kw)
     requested = np.array([s.energy_kwh for s in sc.sessions], dtype=float)
-    deliverable = SitePhysics(sc).deliverable_kwh() if n_sess else np.zeros(0)
-    target = np.minimum(requested, deliverable)
-    served = delivered >= SERVED_FRACTION * target - 1e-9
+    served = delivered >= SERVED_FRACTION * session_targets_kwh(sc) - 1e-9
     over = total - sc.site.limit_kw
     violation = over > VIOLATION_TOL_KW
     excess = [over]

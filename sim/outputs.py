@@ -14,6 +14,8 @@ from sim.scenario import Scenario
 
 TIMESERIES_HEADER = ["t_s", "base_kw", "ev_kw", "total_kw", "limit_kw", "import_price"]
 SCHEDULE_HEADER = ["t_s", "session_id", "pile_id", "kw"]
+TIMESERIES_FMT = ["%d", "%.3f", "%.3f", "%.3f", "%.3f", "%.4f"]
+ROW_CHUNK = 500_000  # rows formatted at a time
 
 
 def result_kpis(res: RunResult) -> dict:
@@ -23,26 +25,35 @@ def result_kpis(res: RunResult) -> dict:
 
 def write_timeseries(path: Path, sc: Scenario, res: RunResult) -> None:
     base, ev, total, _ = site_series(sc, res.sched_step, res.sched_pile, res.sched_kw)
-    price = sc.import_price()
-    t = sc.step_times_s()
+    cols = np.column_stack([sc.step_times_s(), base, ev, total, res.limit_kw, sc.import_price()])
     with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(TIMESERIES_HEADER)
-        for k in range(sc.n_steps):
-            w.writerow([int(t[k]), f"{base[k]:.3f}", f"{ev[k]:.3f}", f"{total[k]:.3f}", f"{res.limit_kw[k]:.3f}",
-                        f"{price[k]:.4f}"])
+        f.write(",".join(TIMESERIES_HEADER) + "\n")
+        for a in range(0, sc.n_steps, ROW_CHUNK):
+            np.savetxt(f, cols[a:a + ROW_CHUNK], fmt=TIMESERIES_FMT, delimiter=",")
+
+
+def schedule_order(sc: Scenario, res: RunResult) -> np.ndarray | None:
+    """Row order by step then session, or None when the rows are in that order already."""
+    key = res.sched_step.astype(np.int64) * max(len(sc.sessions), 1) + res.sched_session
+    if key.size < 2 or bool((key[1:] >= key[:-1]).all()):
+        return None
+    return np.argsort(key, kind="stable")
 
 
 def write_schedule(path: Path, sc: Scenario, res: RunResult) -> None:
-    sids = [s.id for s in sc.sessions]
-    pids = [p.id for p in sc.piles]
-    order = np.lexsort((res.sched_session, res.sched_step))
+    """One row per session per step it was plugged in, by step then session, a chunk of rows at a time."""
+    step_prefix = np.array([f"{int(t)}," for t in sc.step_times_s()], dtype=object)
+    # a session stays on its pile: "session_id,pile_id," is one string per session
+    session_prefix = np.array([f"{s.id},{s.pile}," for s in sc.sessions], dtype=object)
+    order = schedule_order(sc, res)
     with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(SCHEDULE_HEADER)
-        for i in order:
-            w.writerow([int(res.sched_step[i]) * sc.step_s, sids[res.sched_session[i]], pids[res.sched_pile[i]],
-                        f"{res.sched_kw[i]:.4f}"])
+        f.write(",".join(SCHEDULE_HEADER) + "\n")
+        for a in range(0, res.sched_kw.size, ROW_CHUNK):
+            rows = slice(a, a + ROW_CHUNK) if order is None else order[a:a + ROW_CHUNK]
+            kw = res.sched_kw[rows]
+            kw_text = np.fromiter(map("%.4f\n".__mod__, kw.tolist()), dtype=object, count=kw.size)
+            lines = step_prefix[res.sched_step[rows]] + session_prefix[res.sched_session[rows]] + kw_text
+            f.write("".join(lines.tolist()))
 
 
 def read_schedule(path: Path, sc: Scenario) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

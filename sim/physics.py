@@ -9,12 +9,29 @@ minimum state of charge.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from scheduler.model import Piles, Sessions, phase_matrix
 from sim.scenario import Scenario
 
 EPS = 1e-9
+PILE_KEY_S = 1e9  # sessions are keyed pile * PILE_KEY_S + arrival_s (arrivals stay below 31 years)
+
+
+@dataclass(frozen=True)
+class CarState:
+    """The car on each pile now (aligned with the piles; zeros and False where none)."""
+
+    has: np.ndarray  # a car is plugged in
+    departure_s: np.ndarray  # s from start
+    remaining_kwh: np.ndarray  # still to deliver for the driver's request
+    charge_cap_kw: np.ndarray  # the pile's rating or the car's charger, the lower
+    can_charge: np.ndarray  # wants energy and is not full
+    can_discharge: np.ndarray  # V2G allowed by pile and driver, above the minimum SoC
+    floor_kwh: np.ndarray  # net energy change down to the minimum SoC (<= 0 above it)
+    soc_room_kwh: np.ndarray  # energy up to a full battery
 
 
 def scenario_piles(sc: Scenario) -> Piles:
@@ -54,7 +71,21 @@ class SitePhysics:
         # sessions sorted per pile for O(log m) lookup of the one plugged in at t
         self._order = np.lexsort((self.s_arr, self.s_pile))
         self._pile_of_sorted = self.s_pile[self._order]
-        self._arr_sorted = self.s_arr[self._order]
+        self._key_sorted = self._pile_of_sorted * PILE_KEY_S + self.s_arr[self._order]
+        self._pile_key = np.arange(n) * PILE_KEY_S
+        # per-session values with a last entry for "no car", indexed by `self._index(active)`
+        self._ids_ext = np.array([*self.session_ids, None], dtype=object)
+        self._arr_ext = np.append(self.s_arr, 0.0)
+        self._dep_ext = np.append(self.s_dep, 0.0)
+        self._req_ext = np.append(self.s_req, 0.0)
+        self._bat_ext = np.append(self.s_bat, 60.0)
+        self._soc0_ext = np.append(self.s_soc0, 0.5)
+        self._minsoc_ext = np.append(self.s_minsoc, 0.2)
+        self._v2g_ext = np.append(self.s_v2g, False)
+        self._urgent_ext = np.append(self.s_urgent, False)
+        self._carmax_ext = np.append(self.s_carmax, np.inf)
+        self._n_advanced = 0  # how many times the cars' energy changed (invalidates `_cars`)
+        self._cars_memo: tuple[np.ndarray, int, CarState] | None = None
 
     # ---- who is plugged in ---------------------------------------------------------
     def active_sessions(self, t_s: float) -> np.ndarray:
@@ -64,75 +95,95 @@ class SitePhysics:
         if not self.session_ids:
             return out
         # last session per pile with arrival <= t
-        key = self._pile_of_sorted * 1e9 + self._arr_sorted
-        probe = np.arange(n) * 1e9 + t_s
-        pos = np.searchsorted(key, probe, side="right") - 1
+        pos = np.searchsorted(self._key_sorted, self._pile_key + t_s, side="right") - 1
         valid = pos >= 0
         cand = np.where(valid, self._order[np.maximum(pos, 0)], -1)
         ok = valid & (self.s_pile[np.maximum(cand, 0)] == np.arange(n)) & (t_s < self.s_dep[np.maximum(cand, 0)])
         out[ok] = cand[ok]
         return out
 
+    def _index(self, active: np.ndarray) -> np.ndarray:
+        """Index into the `_ext` arrays: the session, or the last entry where no car is plugged in."""
+        return np.where(active >= 0, active, len(self.session_ids))
+
     # ---- what the piles draw -------------------------------------------------------
+    def _cars(self, active: np.ndarray) -> CarState:
+        """The state of the car on each pile, kept until the next `advance` for the same `active`."""
+        hit = self._cars_memo
+        if hit is not None and hit[0] is active and hit[1] == self._n_advanced:
+            return hit[2]
+        has = active >= 0
+        i = self._index(active)
+        delivered = self.delivered_now_kwh(active)
+        soc0, bat = self._soc0_ext[i], self._bat_ext[i]
+        remaining = np.where(has, self._req_ext[i] - delivered, 0.0)
+        soc = np.where(has, soc0 + delivered / bat, 0.0)
+        cars = CarState(
+            has=has,
+            departure_s=np.where(has, self._dep_ext[i], 0.0),
+            remaining_kwh=remaining,
+            charge_cap_kw=np.minimum(self.piles.max_kw, self._carmax_ext[i]),
+            can_charge=(remaining > 1e-9) & (soc < 1.0 - 1e-9),
+            can_discharge=self.piles.v2g & self._v2g_ext[i] & (soc > self._minsoc_ext[i] + 1e-9),
+            floor_kwh=np.where(has, (self._minsoc_ext[i] - soc0) * bat - delivered, 0.0),
+            soc_room_kwh=np.where(has, (1.0 - soc0) * bat - delivered, 0.0),
+        )
+        self._cars_memo = (active, self._n_advanced, cars)
+        return cars
+
     def power_kw(self, t_s: float, active: np.ndarray | None = None) -> np.ndarray:
         """(n_piles,) power each pile draws now under its setpoint."""
         active = self.active_sessions(t_s) if active is None else active
-        has = active >= 0
-        s = np.maximum(active, 0)
+        c = self._cars(active)
         p = self.piles
         sp = self.setpoint_kw
-        remaining = np.where(has, self.s_req[s] - self.delivered_kwh[s], 0.0)
-        soc = np.where(has, self.s_soc0[s] + self.delivered_kwh[s] / self.s_bat[s], 0.0)
-        charge = np.minimum(np.minimum(sp, p.max_kw), self.s_carmax[s])
-        charge = np.where((remaining > 1e-9) & (soc < 1.0 - 1e-9), charge, 0.0)
-        v2g_ok = p.v2g & self.s_v2g[s] & (soc > self.s_minsoc[s] + 1e-9)
-        discharge = np.where(v2g_ok, np.maximum(sp, -p.max_discharge_kw), 0.0)
+        charge = np.where(c.can_charge, np.minimum(sp, c.charge_cap_kw), 0.0)
+        discharge = np.where(c.can_discharge, np.maximum(sp, -p.max_discharge_kw), 0.0)
         out = np.where(sp >= 0, np.maximum(charge, 0.0), discharge)
         out = np.where(np.abs(out) < p.min_kw - 1e-6, 0.0, out)  # the dead band pauses the pile
-        return np.where(has & ~self.pile_fault, out, 0.0)
+        return np.where(c.has & ~self.pile_fault, out, 0.0)
 
-    def advance(self, t_s: float, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Run [t_s, t_s + dt_s) at the present setpoints; return (active sessions, energy kWh per pile)."""
-        active = self.active_sessions(t_s)
-        has = active >= 0
-        s = np.maximum(active, 0)
+    def advance(self, t_s: float, dt_s: float, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Run [t_s, t_s + dt_s) at the present setpoints; return (active sessions, energy kWh per pile).
+
+        `active` is `active_sessions(t_s)` when the caller has it already."""
+        active = self.active_sessions(t_s) if active is None else active
+        c = self._cars(active)
         # a session leaving inside the interval only draws until its departure
-        dt_eff = np.where(has, np.clip(self.s_dep[s] - t_s, 0.0, dt_s), 0.0)
-        p_kw = self.power_kw(t_s, active)
-        e = p_kw * dt_eff / 3600.0
+        dt_eff = np.where(c.has, np.clip(c.departure_s - t_s, 0.0, dt_s), 0.0)
+        e = self.power_kw(t_s, active) * dt_eff / 3600.0
         # a car stops at its request (charging) or its minimum SoC (discharging)
-        remaining = np.where(has, self.s_req[s] - self.delivered_kwh[s], 0.0)
-        floor = np.where(has, (self.s_minsoc[s] - self.s_soc0[s]) * self.s_bat[s] - self.delivered_kwh[s], 0.0)
-        soc_room = np.where(has, (1.0 - self.s_soc0[s]) * self.s_bat[s] - self.delivered_kwh[s], 0.0)
-        e = np.where(e > 0, np.minimum(e, np.maximum(np.minimum(remaining, soc_room), 0.0)), e)
-        e = np.where(e < 0, np.maximum(e, np.minimum(floor, 0.0)), e)
-        np.add.at(self.delivered_kwh, s[has], e[has])
+        e = np.where(e > 0, np.minimum(e, np.maximum(np.minimum(c.remaining_kwh, c.soc_room_kwh), 0.0)), e)
+        e = np.where(e < 0, np.maximum(e, np.minimum(c.floor_kwh, 0.0)), e)
+        self.delivered_kwh[active[c.has]] += e[c.has]  # a session is on one pile at a time
+        self._n_advanced += 1
         return active, e
+
+    def delivered_now_kwh(self, active: np.ndarray) -> np.ndarray:
+        """(n_piles,) net energy delivered so far to the session on each pile (0 where none)."""
+        if not self.session_ids:
+            return np.zeros(active.size)
+        return np.where(active >= 0, self.delivered_kwh[np.maximum(active, 0)], 0.0)
 
     # ---- the sessions as a controller would know them ------------------------------
     def known_sessions(self, t_s: float, epoch0: float, active: np.ndarray | None = None) -> Sessions:
         """Sessions plugged in now, with their declared departure and energy (as booked)."""
         active = self.active_sessions(t_s) if active is None else active
         has = active >= 0
-        s = np.maximum(active, 0)
-        n = self.piles.n
-
-        def pick(arr: np.ndarray, default: float) -> np.ndarray:
-            return np.where(has, arr[s], default) if len(self.session_ids) else np.full(n, default)
-
+        i = self._index(active)
         return Sessions(
             active=has,
-            ids=tuple(self.session_ids[i] if i >= 0 else None for i in active),
-            arrival_s=pick(self.s_arr, 0.0) + epoch0,
-            departure_s=pick(self.s_dep, 0.0) + epoch0,
-            energy_requested_kwh=pick(self.s_req, 0.0),
-            energy_delivered_kwh=pick(self.delivered_kwh, 0.0),
-            battery_kwh=pick(self.s_bat, 60.0),
-            soc_arrival=pick(self.s_soc0, 0.5),
-            min_soc=pick(self.s_minsoc, 0.2),
-            v2g=pick(self.s_v2g.astype(float), 0.0).astype(bool),
-            urgent=pick(self.s_urgent.astype(float), 0.0).astype(bool),
-            car_max_kw=pick(self.s_carmax, np.inf),
+            ids=tuple(self._ids_ext[i].tolist()),
+            arrival_s=self._arr_ext[i] + epoch0,
+            departure_s=self._dep_ext[i] + epoch0,
+            energy_requested_kwh=self._req_ext[i],
+            energy_delivered_kwh=self.delivered_now_kwh(active),
+            battery_kwh=self._bat_ext[i],
+            soc_arrival=self._soc0_ext[i],
+            min_soc=self._minsoc_ext[i],
+            v2g=self._v2g_ext[i],
+            urgent=self._urgent_ext[i],
+            car_max_kw=self._carmax_ext[i],
         )
 
     def deliverable_kwh(self) -> np.ndarray:

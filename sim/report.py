@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from sim.engine import RunResult
-from sim.kpis import site_series
+from sim.kpis import per_step_kw, site_series
 from sim.scenario import Scenario
 
 KPI_LABELS = {
@@ -46,11 +46,33 @@ def _local_times(sc: Scenario) -> list:
     return [sc.start + timedelta(seconds=int(t)) for t in sc.step_times_s()]
 
 
+def pile_soc(sc: Scenario, res: RunResult, piles: np.ndarray) -> np.ndarray:
+    """(n_steps, len(piles)) state of charge of the car on each of `piles` at the end of each step, NaN where none."""
+    soc = np.full((sc.n_steps, piles.size), np.nan)
+    col = np.full(len(sc.piles), -1)
+    col[piles] = np.arange(piles.size)
+    rows = np.flatnonzero(col[res.sched_pile] >= 0)
+    if not rows.size:
+        return soc
+    sess = res.sched_session[rows]
+    o = np.lexsort((res.sched_step[rows], sess))  # each session's rows in time order
+    rows, sess = rows[o], sess[o]
+    e_kwh = res.sched_kw[rows] * (sc.step_s / 3600.0)
+    cum = np.cumsum(e_kwh)
+    first = np.r_[True, sess[1:] != sess[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(rows.size), 0))
+    net = cum - cum[start] + e_kwh[start]  # energy since the session's arrival, up to this step
+    soc0 = np.array([s.soc_arrival for s in sc.sessions])[sess]
+    bat = np.array([s.battery_kwh for s in sc.sessions])[sess]
+    soc[res.sched_step[rows], col[res.sched_pile[rows]]] = soc0 + net / bat
+    return soc
+
+
 def plot_report(path: Path, sc: Scenario, res: RunResult) -> None:
     base, ev, total, _ = site_series(sc, res.sched_step, res.sched_pile, res.sched_kw)
     times = _local_times(sc)
-    charge = np.clip(res.pile_kw, 0, None).sum(axis=1)
-    discharge = np.clip(res.pile_kw, None, 0).sum(axis=1)
+    charge = per_step_kw(sc.n_steps, res.sched_step, np.clip(res.sched_kw, 0, None))
+    discharge = per_step_kw(sc.n_steps, res.sched_step, np.clip(res.sched_kw, None, 0))
     fig, axes = plt.subplots(3, 1, figsize=(12, 9), sharex=True, gridspec_kw={"height_ratios": [3, 1, 1.3]})
     ax = axes[0]
     ax.stackplot(times, base, charge, labels=["households", "EV charging"], colors=["#8da0cb", "#66c2a5"], alpha=0.9)
@@ -67,10 +89,11 @@ def plot_report(path: Path, sc: Scenario, res: RunResult) -> None:
     axes[1].set_ylabel("yuan/kWh")
     axes[1].grid(alpha=0.3)
     ax3 = axes[2]
-    v2g_piles = [i for i, p in enumerate(sc.piles) if p.v2g]
-    if res.soc is not None and v2g_piles:
-        for i in v2g_piles[:12]:
-            ax3.plot(times, res.soc[:, i] * 100, lw=1.0, label=sc.piles[i].id)
+    v2g_piles = [i for i, p in enumerate(sc.piles) if p.v2g][:12]
+    if v2g_piles:
+        soc = pile_soc(sc, res, np.array(v2g_piles))
+        for j, i in enumerate(v2g_piles):
+            ax3.plot(times, soc[:, j] * 100, lw=1.0, label=sc.piles[i].id)
         ax3.set_ylabel("V2G car SoC (%)")
         ax3.set_ylim(0, 100)
         ax3.legend(loc="upper left", fontsize=7, ncol=6)
