@@ -112,8 +112,6 @@ class LpProblem:
     a_indptr: np.ndarray
     x_session: np.ndarray  # session of each x column
     x_step: np.ndarray  # step of each x column
-    x_kwh: np.ndarray  # most energy each x column can carry (upper bound x step length)
-    x_pref: np.ndarray  # how unattractive each x column looks before solving (household load there)
     target_kwh: np.ndarray  # (K,) energy row lower bounds
     y_pos: np.ndarray  # index into x of each y column (the same session-step)
     col_key: np.ndarray  # (n_cols,) int64 stable identity of each column (warm starts map bases by it)
@@ -353,8 +351,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
         c=c, lb=lb, ub=ub, row_lb=np.concatenate(rlb), row_ub=np.concatenate(rub),
         a_data=data, a_indices=indices, a_indptr=indptr,
         col_key=_column_keys(g, s, sess, step, y_pos, nseg), row_key=np.concatenate(rkey), step_key=sk,
-        x_session=sess, x_step=step, y_pos=y_pos, x_kwh=ub[col["x"]] * dt[step],
-        x_pref=g.base_kw[step] + 10.0 * g.import_price[step], target_kwh=target, col=col, n_sessions=k, horizon=h,
+        x_session=sess, x_step=step, y_pos=y_pos, target_kwh=target, col=col, n_sessions=k, horizon=h,
     )
 
 
