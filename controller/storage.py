@@ -1,225 +1,385 @@
 """Persistence off the hot path: the loop enqueues, a writer thread batches into SQL.
 
-SQLite by default (WAL, one file in the state directory), PostgreSQL by URL. The queue is
-bounded: when the database is slow or down, readings are dropped oldest-first and counted;
-commands, acks, events and sessions are never the ones dropped.
+SQLite by default (WAL, one file in the state directory), PostgreSQL by URL; the schema is
+brought up to date with alembic when the store opens (and retried by the writer while the
+database is unreachable). Three classes of rows, each in its own queue:
+
+- vital (sessions, events, saved state): never dropped, kept until the database takes them;
+- keep (1-min and 15-min readings, loop statistics): bounded, dropped oldest-first only when full;
+- bulk (raw readings at the tick rate, setpoints): bounded, dropped oldest-first when full.
+
+Producers (`tick`, `event`, ...) only append under a lock: a slow or failing database never
+delays a tick. Drops are counted (`dropped_bulk`, `dropped_keep`); `db_ok` and `last_error`
+tell the loop when to raise an alarm. Old rows are pruned by retention window.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
+import math
 import threading
 import time
 from collections import deque
-from pathlib import Path
+from dataclasses import dataclass
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    create_engine,
-    event,
-    insert,
-    select,
+import numpy as np
+from sqlalchemy import Table, delete, insert, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+
+from controller import database
+from controller.db_schema import (
+    RETAINED,
+    events,
+    loop_stats,
+    readings,
+    readings_1m,
+    readings_15m,
+    sessions,
+    setpoints,
+    state,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
-
+from controller.downsample import Bucket
 from controller.gridlink import TickReport
 from controller.sessions import Session
 
 log = logging.getLogger(__name__)
 
-metadata = MetaData()
-
-readings = Table(
-    "readings", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("t_s", Float, nullable=False, index=True),
-    Column("total_kw", Float), Column("base_kw", Float), Column("ev_kw", Float),
-    Column("l1_kw", Float), Column("l2_kw", Float), Column("l3_kw", Float),
-    Column("limit_kw", Float), Column("tick_ms", Float),
-)
-setpoints = Table(
-    "setpoints", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("t_s", Float, nullable=False, index=True),
-    Column("pile_id", String(64), nullable=False),
-    Column("kw", Float), Column("measured_kw", Float), Column("status", String(16)),
-)
-sessions = Table(
-    "sessions", metadata,
-    Column("id", String(96), primary_key=True),
-    Column("pile_id", String(64), nullable=False),
-    Column("arrival_s", Float), Column("departure_s", Float), Column("ended_s", Float),
-    Column("energy_requested_kwh", Float), Column("energy_delivered_kwh", Float),
-    Column("v2g", Integer), Column("urgent", Integer), Column("booked", Integer),
-)
-events = Table(
-    "events", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("t_s", Float, nullable=False, index=True),
-    Column("kind", String(48), nullable=False),
-    Column("message", String(512)),
-    Column("fields", JSON),
-)
-state = Table(
-    "state", metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", JSON),
-    Column("t_s", Float),
-)
+RETRY_MAX_S = 10.0  # longest wait between attempts while the database is down
+PRUNE_EVERY_S = 600.0  # data time between retention passes
+KEYS = {state: "key", sessions: "id"}  # upserted tables and their key column
 
 
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=True, future=True)
-    if engine.dialect.name == "sqlite":
-        @event.listens_for(engine, "connect")
-        def _wal(dbapi_conn, _rec) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-    return engine
+@dataclass(frozen=True)
+class Retention:
+    raw_s: float = 7 * 86400
+    minute_s: float = 400 * 86400
+    quarter_s: float = 10 * 365 * 86400
+
+    def window_s(self, kind: str) -> float:
+        return {"raw": self.raw_s, "minute": self.minute_s, "quarter": self.quarter_s}[kind]
+
+
+@dataclass
+class History:
+    """Household load read back from storage (a forecast's warm start), in time order."""
+
+    t_s: np.ndarray
+    base_kw: np.ndarray
+    base_phase_kw: np.ndarray  # (n, 3)
+
+
+def session_row(s: Session, t_s: float, ended: bool) -> dict:
+    return {"id": s.id, "pile_id": s.pile_id, "arrival_s": s.arrival_s, "departure_s": s.departure_s,
+            "ended_s": t_s if ended else None, "energy_requested_kwh": s.energy_requested_kwh,
+            "energy_delivered_kwh": s.delivered_kwh, "v2g": int(s.v2g), "urgent": int(s.urgent),
+            "booked": int(s.booked), "state": "closed" if ended else s.state, "updated_s": t_s}
 
 
 class Store:
-    """Queue in front of the database; `tick`/`event` never block the caller."""
+    """Queues in front of the database; producers never block."""
 
-    def __init__(self, url: str, queue_size: int = 10000, flush_s: float = 1.0, pile_rows_every: int = 1) -> None:
+    def __init__(self, url: str, queue_size: int = 10000, flush_s: float = 1.0, pile_rows_every: int = 1,
+                 retention: Retention | None = None, migrate: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        self.engine = database.make_engine(url)
         self.flush_s = flush_s
         self.pile_rows_every = max(1, pile_rows_every)
-        self._bulk: deque[tuple[Table, dict]] = deque()  # droppable (readings, setpoints)
-        self._vital: queue.Queue[tuple[Table, dict, bool]] = queue.Queue()  # never dropped
+        self.retention = retention or Retention()
         self.queue_size = queue_size
-        self.dropped = 0
+        self._bulk: deque[tuple[Table, dict]] = deque()
+        self._keep: deque[tuple[Table, dict]] = deque()
+        self._vital: deque[tuple[Table, dict]] = deque()
+        self.dropped_bulk = 0
+        self.dropped_keep = 0
         self.written = 0
+        self.write_failures = 0
+        self.rejected = 0  # rows the database refused (bad data), dropped
         self.db_ok = True
+        self.last_error = ""
+        self.migrated = False
+        self.latest_t_s = -math.inf
+        self._pruned_at_s = -math.inf
         self._ticks = 0
+        self._minute = Bucket(60.0)
+        self._quarter = Bucket(900.0)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        if migrate:
+            self._try_migrate()
         self._thread = threading.Thread(target=self._run, name="youxu-store", daemon=True)
         self._thread.start()
 
-    # ---- producers (hot path) ------------------------------------------------------------
-    def _bulk_put(self, table: Table, row: dict) -> None:
-        with self._lock:
-            if len(self._bulk) >= self.queue_size:
-                self._bulk.popleft()
-                self.dropped += 1
-            self._bulk.append((table, row))
+    @classmethod
+    def from_config(cls, section: object) -> Store:
+        s = section
+        return cls(s.database_url(), s.queue_size, s.flush_s,  # type: ignore[attr-defined]
+                   retention=Retention(s.raw_retention_s, s.minute_retention_s,  # type: ignore[attr-defined]
+                                       s.quarter_retention_s))  # type: ignore[attr-defined]
 
-    def tick(self, r: TickReport, finished: list[Session] | None = None) -> None:
+    @property
+    def dropped(self) -> int:
+        return self.dropped_bulk + self.dropped_keep
+
+    @property
+    def depth(self) -> int:
+        return len(self._bulk) + len(self._keep) + len(self._vital)
+
+    def depths(self) -> dict[str, int]:
+        return {"bulk": len(self._bulk), "keep": len(self._keep), "vital": len(self._vital)}
+
+    # ---- producers (hot path) ------------------------------------------------------------
+    def _put(self, q: deque, table: Table, row: dict, bounded: bool) -> None:
+        with self._lock:
+            if bounded and len(q) >= self.queue_size:
+                q.popleft()
+                if q is self._bulk:
+                    self.dropped_bulk += 1
+                else:
+                    self.dropped_keep += 1
+            q.append((table, row))
+        self._idle.clear()
+
+    def tick(self, r: TickReport, finished: list[Session] | None = None, base_phase_kw: object = None,
+             meter_ok: bool = True) -> None:
         ph = r.phase_kw or (None, None, None)
-        self._bulk_put(readings, {"t_s": r.t_s, "total_kw": r.total_kw, "base_kw": r.base_kw, "ev_kw": r.ev_kw,
-                                  "l1_kw": ph[0], "l2_kw": ph[1], "l3_kw": ph[2], "limit_kw": r.limit_kw,
-                                  "tick_ms": r.tick_ms})
+        bp = (None, None, None) if base_phase_kw is None else tuple(float(x) for x in base_phase_kw)  # type: ignore
+        values = (r.total_kw, r.base_kw, r.ev_kw, ph[0], ph[1], ph[2], bp[0], bp[1], bp[2])
+        row = {"t_s": r.t_s, "limit_kw": _finite(r.limit_kw), "tick_ms": r.tick_ms, "meter_ok": int(meter_ok)}
+        row.update(zip(("total_kw", "base_kw", "ev_kw", "l1_kw", "l2_kw", "l3_kw", "base_l1_kw", "base_l2_kw",
+                        "base_l3_kw"), (_finite(v) for v in values), strict=True))
+        self._put(self._bulk, readings, row, True)
+        self.latest_t_s = max(self.latest_t_s, r.t_s)
+        for bucket, table in ((self._minute, readings_1m), (self._quarter, readings_15m)):
+            closed = bucket.add(r.t_s, values, r.limit_kw)
+            if closed is not None:
+                self._put(self._keep, table, closed, True)
         self._ticks += 1
         if self._ticks % self.pile_rows_every == 0:
             for pid, kw in r.setpoints_kw.items():
                 if kw or r.pile_power_kw.get(pid):
-                    self._bulk_put(setpoints, {"t_s": r.t_s, "pile_id": pid, "kw": kw,
-                                               "measured_kw": r.pile_power_kw.get(pid),
-                                               "status": r.pile_status.get(pid)})
+                    self._put(self._bulk, setpoints, {"t_s": r.t_s, "pile_id": pid, "kw": kw,
+                                                      "measured_kw": r.pile_power_kw.get(pid),
+                                                      "status": r.pile_status.get(pid)}, True)
         for s in finished or []:
             self.session_closed(s, r.t_s)
 
     def session_closed(self, s: Session, t_s: float) -> None:
-        self._vital.put((sessions, {"id": s.id, "pile_id": s.pile_id, "arrival_s": s.arrival_s,
-                                    "departure_s": s.departure_s, "ended_s": t_s,
-                                    "energy_requested_kwh": s.energy_requested_kwh,
-                                    "energy_delivered_kwh": s.delivered_kwh, "v2g": int(s.v2g),
-                                    "urgent": int(s.urgent), "booked": int(s.booked)}, False))
+        self._put(self._vital, sessions, session_row(s, t_s, ended=True), False)
+
+    def sessions_open(self, open_sessions: list[Session], t_s: float) -> None:
+        """The open sessions as they stand (requested and delivered energy so far)."""
+        for s in open_sessions:
+            self._put(self._vital, sessions, session_row(s, t_s, ended=False), False)
 
     def event(self, t_s: float, kind: str, message: str, fields: dict | None = None) -> None:
-        self._vital.put((events, {"t_s": t_s, "kind": kind, "message": message[:512],
-                                  "fields": json.loads(json.dumps(fields or {}, default=str))}, False))
+        self._put(self._vital, events, {"t_s": t_s, "kind": kind, "message": message[:512],
+                                        "fields": plain_json(fields or {})}, False)
 
     def save_state(self, key: str, value: dict, t_s: float) -> None:
-        self._vital.put((state, {"key": key, "value": value, "t_s": t_s}, True))
+        self._put(self._vital, state, {"key": key, "value": plain_json(value), "t_s": t_s}, False)
 
+    def loop_stats(self, row: dict) -> None:
+        self._put(self._keep, loop_stats, row, True)
+
+    # ---- reading back (at start, before the loop runs) -------------------------------------
     def load_state(self, key: str) -> dict | None:
         try:
             with self.engine.connect() as c:
                 row = c.execute(select(state.c.value).where(state.c.key == key)).first()
-        except SQLAlchemyError:
+        except SQLAlchemyError as exc:
+            log.error("cannot read saved state %r: %s", key, exc)
             return None
         return None if row is None else row[0]
 
-    # ---- the writer thread -----------------------------------------------------------------
-    def _take_batch(self) -> tuple[list[tuple[Table, dict, bool]], list[tuple[Table, dict]]]:
-        vital: list[tuple[Table, dict, bool]] = []
-        while True:
-            try:
-                vital.append(self._vital.get_nowait())
-            except queue.Empty:
-                break
-        with self._lock:
-            bulk = list(self._bulk)
-            self._bulk.clear()
-        return vital, bulk
+    def history(self, since_s: float, limit: int = 200_000) -> History:
+        """Household load since `since_s`: 1-min averages, then the raw readings after the last of them."""
+        cols = ("t_s", "base_kw", "base_l1_kw", "base_l2_kw", "base_l3_kw")
+        rows: list = []
+        try:
+            with self.engine.connect() as c:
+                t = readings_1m
+                rows = list(c.execute(select(*(t.c[k] for k in cols)).where(t.c.t_s >= since_s)
+                                      .order_by(t.c.t_s).limit(limit)))
+                after = rows[-1][0] + 60.0 if rows else since_s
+                t = readings
+                rows += list(c.execute(select(*(t.c[k] for k in cols)).where(t.c.t_s >= after)
+                                       .order_by(t.c.t_s).limit(limit)))
+        except SQLAlchemyError as exc:
+            log.error("cannot read the load history: %s", exc)
+        rows = [r for r in rows if r[1] is not None]
+        t_s = np.array([r[0] for r in rows], dtype=float)
+        base = np.array([r[1] for r in rows], dtype=float)
+        phase = np.array([[r[2], r[3], r[4]] if None not in r[2:5] else [r[1] / 3.0] * 3 for r in rows],
+                         dtype=float).reshape(-1, 3)
+        return History(t_s, base, phase)
 
-    def _write(self, vital: list[tuple[Table, dict, bool]], bulk: list[tuple[Table, dict]]) -> None:
+    # ---- the writer thread -----------------------------------------------------------------
+    def _try_migrate(self) -> bool:
+        try:
+            database.upgrade(self.engine)
+        except SQLAlchemyError as exc:
+            self._failed(exc, "schema upgrade")
+            return False
+        self.migrated = True
+        return True
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        if self.db_ok:
+            log.error("database %s failed, buffering: %s", what, msg)
+        self.db_ok = False
+        self.last_error = msg
+        self.write_failures += 1
+
+    def _take(self) -> tuple[list, list, list]:
+        with self._lock:
+            out = list(self._vital), list(self._keep), list(self._bulk)
+            self._vital.clear()
+            self._keep.clear()
+            self._bulk.clear()
+        return out
+
+    def _put_back(self, vital: list, keep: list, bulk: list) -> None:
+        """A failed batch goes back in front of what arrived meanwhile (bounded queues stay bounded)."""
+        with self._lock:
+            self._vital.extendleft(reversed(vital))
+            for q, rows in ((self._keep, keep), (self._bulk, bulk)):
+                room = max(0, self.queue_size - len(q))
+                lost = max(0, len(rows) - room)
+                q.extendleft(reversed(rows[lost:]))
+                if q is self._bulk:
+                    self.dropped_bulk += lost
+                else:
+                    self.dropped_keep += lost
+
+    def _write(self, vital: list, keep: list, bulk: list) -> None:
         by_table: dict[Table, list[dict]] = {}
         with self.engine.begin() as conn:
-            for table, row, upsert in vital:
-                if upsert or table is sessions:
-                    key_col = table.c.key if table is state else table.c.id
-                    key = row["key"] if table is state else row["id"]
-                    conn.execute(table.delete().where(key_col == key))
+            for table, row in vital:
+                key = KEYS.get(table)
+                if key is not None:
+                    conn.execute(delete(table).where(table.c[key] == row[key]))
                 conn.execute(insert(table), [row])
-            for table, row in bulk:
+            for table, row in keep + bulk:
                 by_table.setdefault(table, []).append(row)
             for table, rows in by_table.items():
                 conn.execute(insert(table), rows)
-        self.written += len(vital) + len(bulk)
+        self.written += len(vital) + len(keep) + len(bulk)
+
+    def _write_each(self, vital: list, keep: list, bulk: list) -> bool:
+        """Row by row after the database refused a batch: refused rows are dropped (counted)."""
+        queues = [vital, keep, bulk]
+        for qi, rows in enumerate(queues):
+            for i, item in enumerate(rows):
+                try:
+                    self._write(*[[item] if j == qi else [] for j in range(3)])
+                except SQLAlchemyError as exc:
+                    if is_outage(exc):
+                        rest = [q if j > qi else [] for j, q in enumerate(queues)]
+                        rest[qi] = rows[i:]
+                        self._put_back(*rest)
+                        self._failed(exc, "write")
+                        return False
+                    self.rejected += 1
+                    log.error("row for %s refused by the database, dropped: %s", item[0].name,
+                              str(exc).splitlines()[0][:200])
+        return True
+
+    def _prune(self) -> None:
+        if not math.isfinite(self.latest_t_s) or self.latest_t_s - self._pruned_at_s < PRUNE_EVERY_S:
+            return
+        self._pruned_at_s = self.latest_t_s
+        with self.engine.begin() as conn:
+            for table, kind in RETAINED:
+                conn.execute(delete(table).where(table.c.t_s < self.latest_t_s - self.retention.window_s(kind)))
+
+    def _cycle(self) -> bool:
+        """One attempt: migrate if needed, write what is queued, prune. True when the database took it."""
+        if not self.migrated and not self._try_migrate():
+            return False
+        vital, keep, bulk = self._take()
+        if not (vital or keep or bulk):
+            return True
+        try:
+            self._write(vital, keep, bulk)
+            self._prune()
+        except SQLAlchemyError as exc:
+            if not is_outage(exc):  # a row the database refuses must not hold up the others
+                log.error("database refused a batch (%s); writing its rows one by one",
+                          str(exc).splitlines()[0][:200])
+                return self._write_each(vital, keep, bulk)
+            self._put_back(vital, keep, bulk)
+            self._failed(exc, "write")
+            return False
+        if not self.db_ok:
+            log.warning("database reachable again; %d rows written", self.written)
+        self.db_ok, self.last_error = True, ""
+        return True
 
     def _run(self) -> None:
-        pending_vital: list[tuple[Table, dict, bool]] = []
+        wait_s = self.flush_s
         while True:
-            stopping = self._stop.wait(self.flush_s)
-            vital, bulk = self._take_batch()
-            pending_vital.extend(vital)
-            if pending_vital or bulk:
-                try:
-                    self._write(pending_vital, bulk)
-                    pending_vital = []
-                    if not self.db_ok:
-                        log.warning("database reachable again")
-                    self.db_ok = True
-                except SQLAlchemyError as exc:
-                    if self.db_ok:
-                        log.error("database write failed, buffering: %s", exc)
-                    self.db_ok = False
-                    with self._lock:  # put the readings back (bounded), keep the vital rows
-                        for item in reversed(bulk):
-                            if len(self._bulk) >= self.queue_size:
-                                self.dropped += 1
-                                continue
-                            self._bulk.appendleft(item)
-                    if stopping:
-                        return
-                    time.sleep(min(self.flush_s, 1.0))
-                    continue
+            self._wake.wait(wait_s)
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            try:
+                ok = self._cycle()
+            except Exception as exc:  # the writer must outlive anything the database throws
+                log.exception("store writer failed")
+                self._failed(exc, "write")
+                ok = False
+            wait_s = self.flush_s if ok else min(RETRY_MAX_S, max(self.flush_s, wait_s * 2))
+            if ok and self.depth == 0:
+                self._idle.set()
             if stopping:
                 return
 
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Ask the writer to write now and wait until the queues are empty (tests, backups)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._idle.clear()
+            self._wake.set()
+            if self._idle.wait(min(0.5, max(0.0, deadline - time.monotonic()))) and self.depth == 0:
+                return True
+        return False
+
     def close(self, timeout_s: float = 10.0) -> None:
+        """Close the open buckets, write what is queued (as far as the database allows), stop."""
+        for bucket, table in ((self._minute, readings_1m), (self._quarter, readings_15m)):
+            row = bucket.close()
+            if row is not None:
+                self._put(self._keep, table, row, True)
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout_s)
         self.engine.dispose()
 
-    @property
-    def depth(self) -> int:
-        return len(self._bulk) + self._vital.qsize()
+
+def plain_json(value: object) -> object:
+    """JSON any database takes: NaN and infinities become null, other objects their str()."""
+
+    def clean(v: object) -> object:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return clean(json.loads(json.dumps(value, default=str)))
+
+
+def is_outage(exc: Exception) -> bool:
+    """A database that cannot be reached or written (retry later), not a row it refuses."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None

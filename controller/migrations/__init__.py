@@ -1,0 +1,1 @@
+"""Alembic migration environment for youxu's database (shipped with the package)."""
