@@ -1,27 +1,37 @@
-"""The edge daemon: devices, controller, grid link and storage assembled from a site config."""
+"""The edge daemon: devices, controller, grid link and storage assembled from a site config.
+
+Start: open the database (schema upgraded by alembic), restore the open sessions, the recent
+household load (forecast and the meter guard's history); the grid link restores its dispatch
+commands and issuers' sequence numbers from the same database. Then program the piles' failsafe
+and tick. Shutdown (SIGTERM/SIGINT): piles to their safe current, state saved, queues flushed.
+After a crash nothing more than `storage.state_period_s` of session progress is lost.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from controller.clock import Clock, RealClock
 from controller.decision import Controller, SiteLimits
-from controller.fastloop import FastLoop
+from controller.fastloop import STATE_KEY, FastLoop
 from controller.gridlink import GridLink, NoGridLink
 from controller.siteconfig import SiteConfig
 from controller.siteio import SiteIO
 from controller.storage import Store
 from controller.tariff import tariff_fn
+from controller.watchdog import Watchdog
 from drivers.failsafe import FailsafeKeeper, safe_kw
 
 log = logging.getLogger(__name__)
 
-STATE_KEY = "daemon"
+FORECAST_HISTORY_S = 14 * 86400.0  # household load read back at start for the forecast
+
+__all__ = ["STATE_KEY", "Daemon", "make_controller", "run_site", "site_limits"]
 
 
 def site_limits(cfg: SiteConfig) -> SiteLimits:
@@ -48,36 +58,52 @@ class Daemon:
     store: Store | None
     io: SiteIO
     loop: FastLoop
+    watchdog: Watchdog = field(default_factory=lambda: Watchdog({}))
+    restored: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, cfg: SiteConfig, clock: Clock | None = None, link: GridLink | None = None,
-              store: Store | None = None, with_store: bool = True) -> Daemon:
+              store: Store | None = None, with_store: bool = True, watchdog: Watchdog | None = None) -> Daemon:
         clock = clock or RealClock()
         if store is None and with_store:
-            store = Store(cfg.storage.database_url(), cfg.storage.queue_size)
+            store = Store.from_config(cfg.storage)
         if link is None:
             link = NoGridLink()
             if cfg.mqtt is not None:
                 from drivers.mqtt_link import MqttGridLink
 
-                link = MqttGridLink(cfg, clock, store)  # type: ignore[assignment]  # shares the store's engine
+                link = MqttGridLink(cfg, clock, store)  # type: ignore[assignment]
         io = SiteIO(cfg)
         loop = FastLoop(cfg, io, make_controller(cfg, link), clock, link, store)
-        d = cls(cfg, clock, link, store, io, loop)
+        d = cls(cfg, clock, link, store, io, loop, watchdog or Watchdog({}))
+        loop.listeners.append(d.watchdog.on_tick)
         d.restore()
         return d
 
     def restore(self) -> None:
+        """Open sessions and the recent household load, from the database."""
         if self.store is None:
             return
         st = self.store.load_state(STATE_KEY)
         if st:
             self.loop.tracker.restore(st.get("sessions", {}))
             log.info("restored %d open sessions", len(self.loop.tracker.sessions))
+        now = self.clock.now()
+        hist = self.store.history(now - FORECAST_HISTORY_S)
+        keep = hist.t_s <= now
+        t_s, base, phase = hist.t_s[keep], hist.base_kw[keep], hist.base_phase_kw[keep]
+        forecaster = getattr(getattr(self.loop.controller, "planner", None), "forecaster", None)
+        if forecaster is not None and t_s.size:
+            forecaster.observe_many(t_s, base, phase)
+        recent = t_s >= now - self.loop.meter_guard.history_s
+        self.loop.meter_guard.seed(t_s[recent], base[recent], phase[recent])
+        self.restored = {"sessions": sorted(s.id for s in self.loop.tracker.sessions.values()),
+                         "history_points": int(t_s.size), "history_from_s": float(t_s[0]) if t_s.size else None}
+        if t_s.size:
+            log.info("read back %d household-load points for the forecast", t_s.size)
 
     def save(self) -> None:
-        if self.store is not None:
-            self.store.save_state(STATE_KEY, {"sessions": self.loop.tracker.to_state()}, self.clock.now())
+        self.loop.persist(self.clock.now(), force=True)
 
     async def leave_safe(self) -> None:
         """Leave every pile at its safe current (on shutdown)."""
@@ -110,25 +136,40 @@ class Daemon:
             await self.program_failsafe()
             await self.loop.run(stop, until_s)
         finally:
+            self.watchdog.stopping()
             await self.leave_safe()
             self.save()
             await self.link.stop()
 
     def close(self) -> None:
         self.io.close()
+        planner = getattr(self.loop.controller, "planner", None)
+        if planner is not None and hasattr(planner, "close"):
+            planner.close()
         if self.store is not None:
             self.store.close()
 
 
 async def run_site(cfg: SiteConfig) -> None:
     """`youxu run`: control the site until SIGTERM/SIGINT."""
+    from controller import logjson
+    from controller.httpserver import MetricsServer
+    from controller.metrics import LoopMetrics
+
+    logjson.configure()
+    logging.getLogger("controller").setLevel(min(logging.getLogger().level, logging.INFO))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    daemon = Daemon.build(cfg)
+    daemon = Daemon.build(cfg, watchdog=Watchdog())
+    server = None
+    if cfg.metrics.listen:
+        server = MetricsServer(cfg.metrics.listen, daemon.loop, LoopMetrics(daemon.loop)).start()
     log.info("youxu controlling site %s: %d piles, period %.2f s", cfg.site.id, len(cfg.piles), cfg.control.period_s)
     try:
         await daemon.run(stop)
     finally:
+        if server is not None:
+            server.stop()
         daemon.close()
