@@ -25,6 +25,7 @@ SOLVERS = {
     "PDLP": parameters_pb2.SOLVER_TYPE_PDLP,
     "HIGHS": parameters_pb2.SOLVER_TYPE_HIGHS,
 }
+NEAR_OPTIMAL_NEW = 0.05  # share of rows that may be new for a warm basis to count as near the optimum
 _REASONS = {
     result_pb2.TERMINATION_REASON_FEASIBLE: "timeout",  # stopped early with a feasible, not optimal, point
     result_pb2.TERMINATION_REASON_INFEASIBLE: "infeasible",
@@ -86,12 +87,12 @@ def _basis_proto(col: np.ndarray, row: np.ndarray) -> model_parameters_pb2.Model
     return mp
 
 
-def _params(solver: str, time_limit_s: float, warm_basis: bool) -> parameters_pb2.SolveParametersProto:
+def _params(solver: str, time_limit_s: float, near_optimal: bool) -> parameters_pb2.SolveParametersProto:
     params = parameters_pb2.SolveParametersProto()
     params.time_limit.FromNanoseconds(max(int(time_limit_s * 1e9), 100_000))
     if solver == "GLOP":
         params.glop.use_preprocessing = False  # faster here, and presolve would set a given basis aside
-        if warm_basis:
+        if near_optimal:
             params.glop.optimization_rule = glop_pb2.GlopParameters.DEVEX
             params.glop.feasibility_rule = glop_pb2.GlopParameters.DEVEX
     elif solver == "HIGHS":
@@ -112,13 +113,17 @@ def solve_lp(prob: LpProblem, solver: str = "GLOP", time_limit_s: float = 1.0,
     use_warm = warm is not None and solver == "GLOP"
     started_warm = use_warm and warm is not None and warm.saved is not None
     mparams = model_parameters_pb2.ModelSolveParametersProto()
+    near_optimal = False
     if started_warm and warm is not None and warm.saved is not None:
         col, row, warm.last_unknown = map_basis(warm.saved, prob)
         mparams = _basis_proto(col, row)
+        # Devex pays off for the few pivots from the last optimum; a long way to go (a cut-short solve,
+        # much that is new) goes faster with exact steepest-edge pricing
+        near_optimal = warm.saved_optimal and warm.last_unknown <= NEAR_OPTIMAL_NEW * prob.n_rows
     try:
         s = mo_solver.new(SOLVERS[solver], model_proto(prob), parameters_pb2.SolverInitializerProto())
         t1 = time.perf_counter()
-        params = _params(solver, time_limit_s - (t1 - t0), started_warm)
+        params = _params(solver, time_limit_s - (t1 - t0), near_optimal)
         res = s.solve(params, mparams, None, callback_pb2.CallbackRegistrationProto(), None, None)
     except Exception as exc:  # MathOpt's StatusNotOk (say, a basis it rejects) is not importable by name
         if warm is not None:
@@ -129,7 +134,8 @@ def solve_lp(prob: LpProblem, solver: str = "GLOP", time_limit_s: float = 1.0,
     iterations = int(res.solve_stats.simplex_iterations + res.solve_stats.first_order_iterations
                      + res.solve_stats.barrier_iterations)
     if use_warm and warm is not None:
-        _keep_basis(warm, prob, sol, started_warm, iterations)
+        _keep_basis(warm, prob, sol, started_warm, iterations,
+                    res.termination.reason == result_pb2.TERMINATION_REASON_OPTIMAL)
     load_ms, solve_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
     reason = res.termination.reason
     if reason == result_pb2.TERMINATION_REASON_OPTIMAL and sol is not None and sol.HasField("primal_solution"):
@@ -143,7 +149,8 @@ def solve_lp(prob: LpProblem, solver: str = "GLOP", time_limit_s: float = 1.0,
     return LpResult(name, None, load_ms=load_ms, solve_ms=solve_ms, iterations=iterations)
 
 
-def _keep_basis(warm: WarmStart, prob: LpProblem, sol: object, started_warm: bool, iterations: int) -> None:
+def _keep_basis(warm: WarmStart, prob: LpProblem, sol: object, started_warm: bool, iterations: int,
+                optimal: bool) -> None:
     warm.solves += 1
     warm.warm_solves += int(started_warm)
     warm.last_iterations = iterations
@@ -154,6 +161,7 @@ def _keep_basis(warm: WarmStart, prob: LpProblem, sol: object, started_warm: boo
     rst = np.asarray(basis.constraint_status.values, dtype=np.int64)
     if cst.size == prob.n_cols and rst.size == prob.n_rows:
         warm.saved = SavedBasis.of(prob, cst, rst)
+        warm.saved_optimal = optimal
 
 
 def session_power_kw(prob: LpProblem, values: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ class WarmStart:
 
     def __init__(self) -> None:
         self.saved: SavedBasis | None = None
+        self.saved_optimal = False  # the saved basis is an optimum (not where a timed-out solve stopped)
         self.solves = 0
         self.warm_solves = 0
         self.last_iterations = 0
@@ -52,3 +53,4 @@ class WarmStart:
 
     def forget(self) -> None:
         self.saved = None
+        self.saved_optimal = False

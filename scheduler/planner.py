@@ -118,6 +118,8 @@ def plan_mpc(inp: PlanInput, time_limit_ms: float = 250.0, warm: WarmStart | Non
     """
     t0 = time.perf_counter()
     n, h = inp.piles.n, inp.horizon
+    if h == 0:
+        return Plan(power_kw=np.zeros((n, 0)), status="ok", info={"sessions": 0})
     try:
         prob = mpc_problem(inp, warm)
         lp = build_lp(prob.grid, prob.sessions, weights)
@@ -141,7 +143,7 @@ def plan_mpc(inp: PlanInput, time_limit_ms: float = 250.0, warm: WarmStart | Non
 
 
 def _info(cols: int, rows: int, res: LpResult, k: int, unmet: np.ndarray) -> dict:
-    return {"cols": cols, "rows": rows, "sessions": k, "objective": res.objective,
+    return {"cols": cols, "rows": rows, "sessions": k, "objective": res.objective, "iterations": res.iterations,
             "unmet_kwh": float(unmet.sum())}
 
 

@@ -110,3 +110,20 @@ def test_bench_reports_exactly_the_contract_keys():
     assert out["status"] == "optimal"
     assert 0 < out["total_ms_p50"] <= out["total_ms_p99"]
     assert out["build_ms_p50"] > 0 and out["solve_ms_p50"] > 0
+
+
+def test_a_cold_start_longer_than_the_budget_converges_over_the_next_plans():
+    """Each cut-short solve leaves its basis; the next plans carry on from it until one is optimal."""
+    import time
+
+    inp = SyntheticSite.make(100, 64, seed=5).input_at(T0_S)
+    t0 = time.perf_counter()
+    assert plan_mpc(inp, 60_000.0).status == "optimal"
+    cold_ms = (time.perf_counter() - t0) * 1e3
+    warm = WarmStart()
+    budget = 0.4 * cold_ms
+    statuses = [plan_mpc(inp, budget, warm).status for _ in range(15)]
+    assert statuses[0].startswith("fallback:")
+    assert "optimal" in statuses
+    first = statuses.index("optimal")
+    assert all(s == "optimal" for s in statuses[first:])
