@@ -112,6 +112,7 @@ class LpProblem:
     a_indptr: np.ndarray
     x_session: np.ndarray  # session of each x column
     x_step: np.ndarray  # step of each x column
+    x_frac: np.ndarray  # share of its step the car is plugged in (x is the step's average power)
     target_kwh: np.ndarray  # (K,) energy row lower bounds
     y_pos: np.ndarray  # index into x of each y column (the same session-step)
     col_key: np.ndarray  # (n_cols,) int64 stable identity of each column (warm starts map bases by it)
@@ -351,7 +352,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
         c=c, lb=lb, ub=ub, row_lb=np.concatenate(rlb), row_ub=np.concatenate(rub),
         a_data=data, a_indices=indices, a_indptr=indptr,
         col_key=_column_keys(g, s, sess, step, y_pos, nseg), row_key=np.concatenate(rkey), step_key=sk,
-        x_session=sess, x_step=step, y_pos=y_pos, target_kwh=target, col=col, n_sessions=k, horizon=h,
+        x_session=sess, x_step=step, x_frac=frac, y_pos=y_pos, target_kwh=target, col=col, n_sessions=k, horizon=h,
     )
 
 

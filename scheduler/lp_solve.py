@@ -165,10 +165,15 @@ def _keep_basis(warm: WarmStart, prob: LpProblem, sol: object, started_warm: boo
 
 
 def session_power_kw(prob: LpProblem, values: np.ndarray) -> np.ndarray:
-    """(K, H) net power of every session (charging minus discharging) from a solution."""
+    """(K, H) net power of every session (charging minus discharging) while its car is plugged in.
+
+    In a step the car only partly spends plugged in (it arrives or leaves inside it) this is the
+    LP's step average divided by that share: the power to set while the car is there.
+    """
     out = np.zeros((prob.n_sessions, prob.horizon))
     x = values[prob.col["x"]].copy()
     x[prob.y_pos] -= values[prob.col["y"]]
+    x = np.where(prob.x_frac > 1e-9, x / np.where(prob.x_frac > 1e-9, prob.x_frac, 1.0), 0.0)
     out[prob.x_session, prob.x_step] = x  # one column per session-step
     return out
 

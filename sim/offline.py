@@ -194,12 +194,12 @@ def block_sessions(sc: Scenario, piles: Piles, w: FineWindows, per: int) -> LpSe
 
 
 def play_back(sc: Scenario, f: FineSite, piles: Piles, w: FineWindows, block_kw: np.ndarray, per: int) -> np.ndarray:
-    """(K, N) kW: the block plan minute by minute through the dead band and each step's headroom."""
+    """(K, N) kW: the block plan (kW while plugged in) step by step through the dead band and each step's room."""
     n, k = sc.n_steps, len(sc.sessions)
     out = np.zeros((k, n))
     if k == 0:
         return out
-    # each session's block power spread over the steps it is plugged in within the block
+    # each session's block power (while plugged in) at the steps it is plugged in
     avail = np.zeros((k, n))
     rows = np.repeat(np.arange(k), np.maximum(w.end - w.first, 0))
     cols = np.concatenate([np.arange(a, b) for a, b in zip(w.first, w.end, strict=True)]) if rows.size else rows
@@ -207,12 +207,7 @@ def play_back(sc: Scenario, f: FineSite, piles: Piles, w: FineWindows, block_kw:
     has_last = w.end > w.first
     avail[np.flatnonzero(has_last), w.end[has_last] - 1] = w.last_frac[has_last]
     blk = _blocks(n, per)
-    nb = block_kw.shape[1]
-    present = np.zeros((k, nb))
-    np.add.at(present.T, blk, avail.T)
-    block_len = np.bincount(blk, minlength=nb).astype(float)
-    scale = np.where(present > 1e-12, block_len[None, :] / np.maximum(present, 1e-12), 0.0)
-    want = np.where(avail > 0, (block_kw * scale)[:, blk], 0.0)  # kW while plugged in
+    want = np.where(avail > 0, block_kw[:, blk], 0.0)
     # play back step by step: which session is on which pile, through the dead band
     state = DeadbandState(piles.n)
     car_kw = np.array([s.max_kw if s.max_kw else np.inf for s in sc.sessions], dtype=float)

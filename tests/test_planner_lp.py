@@ -12,9 +12,17 @@ from tests.planner_fixtures import Car, Site
 TOL = 1e-6
 
 
+def presence(inp: PlanInput) -> np.ndarray:
+    """(n, H) share of each step each pile's car is plugged in (the plan is kW while plugged in)."""
+    starts = inp.t0_s + np.cumsum(inp.step_s) - inp.step_s
+    left = inp.sessions.departure_s[:, None] - starts[None, :]
+    return np.clip(left / inp.step_s[None, :], 0.0, 1.0) * inp.sessions.active[:, None]
+
+
 def check_limits(inp: PlanInput, plan: Plan) -> None:
-    """Every hard limit of the input holds at every step of the plan."""
-    p = plan.power_kw
+    """Every hard limit of the input holds at every step of the plan (on the step's average)."""
+    assert np.all(plan.power_kw[presence(inp) == 0] == 0.0)
+    p = plan.power_kw * presence(inp)
     dt_h = inp.step_s / 3600.0
     ev = p.sum(axis=0)
     assert np.all(inp.base_kw + ev <= inp.import_limit_kw + TOL)
@@ -23,15 +31,12 @@ def check_limits(inp: PlanInput, plan: Plan) -> None:
     assert np.all(-ev <= inp.ev_export_limit_kw + TOL)
     if inp.phase_limit_kw is not None:
         assert np.all(inp.base_phase_kw + p.T @ inp.piles.phase_share <= inp.phase_limit_kw + TOL)
-    assert np.all(p <= inp.piles.max_kw[:, None] + TOL)
+    assert np.all(plan.power_kw <= inp.piles.max_kw[:, None] + TOL)
     may_discharge = inp.piles.v2g & inp.sessions.v2g
     assert np.all(p[~may_discharge] >= -TOL)
-    assert np.all(-p <= inp.piles.max_discharge_kw[:, None] + TOL)
-    # nothing beyond what was asked, nothing after departure
+    assert np.all(-plan.power_kw <= inp.piles.max_discharge_kw[:, None] + TOL)
+    # nothing beyond what was asked
     assert np.all(p @ dt_h <= inp.sessions.remaining_kwh + 1e-6)
-    starts = inp.t0_s + np.cumsum(inp.step_s) - inp.step_s
-    after = starts[None, :] >= inp.sessions.departure_s[:, None]
-    assert np.all(np.abs(p[after]) <= TOL)
 
 
 def solve(site: Site) -> tuple[PlanInput, Plan]:
@@ -64,7 +69,8 @@ def test_energy_is_delivered_before_departure():
 def test_departure_inside_a_step_uses_only_the_time_the_car_is_there():
     site = Site(base_kw=[10, 10, 10], cars=[Car(0, 20, 2.5)])  # 2.5 h at 7 kW = 17.5 kWh at most
     _, plan = solve(site)
-    assert plan.power_kw[0] == pytest.approx([7.0, 7.0, 3.5], abs=1e-6)
+    # full power in the last half hour too: the plan is the power while the car is plugged in
+    assert plan.power_kw[0] == pytest.approx([7.0, 7.0, 7.0], abs=1e-6)
     assert plan.info["unmet_kwh"] == pytest.approx(2.5, abs=1e-6)
 
 
