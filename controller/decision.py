@@ -78,8 +78,7 @@ class Controller:
         t = np.array([snap.t_s])
         imp, exp = self.tariff(t)
         d = self.dispatch(t)
-        fixed = np.zeros(self.piles.n) if snap.fixed_kw is None else np.nan_to_num(snap.fixed_kw, nan=0.0)
-        online = snap.pile_online if snap.fixed_kw is None else snap.pile_online & np.isnan(snap.fixed_kw)
+        fixed = snap.assumed_kw
         return PlanInput(
             t0_s=snap.t_s,
             step_s=np.array([self.tick_s]),
@@ -96,7 +95,7 @@ class Controller:
             export_price=exp,
             piles=self.piles,
             sessions=snap.sessions,
-            pile_online=online,
+            pile_online=snap.controllable,
         )
 
     def decide(self, snap: Snapshot) -> Decision:

@@ -86,7 +86,7 @@ class RollingPlanner:
         ends = starts + steps
         base, base_phase = self.forecaster.forecast(ends, steps)
         # the measured household load is the best forecast for the step we are in
-        fixed = np.zeros(ctl.piles.n) if snap.fixed_kw is None else np.nan_to_num(snap.fixed_kw, nan=0.0)
+        fixed = snap.assumed_kw
         now_phase = snap.base_phase_kw(ctl.piles.phase_share) + fixed @ ctl.piles.phase_share
         base = base.copy()
         base_phase = base_phase.copy()
@@ -95,7 +95,6 @@ class RollingPlanner:
         d_start, d_end = ctl.dispatch(starts), ctl.dispatch(np.maximum(ends - 1.0, starts))
         site = ctl.site
         imp_price, exp_price = ctl.tariff(starts)
-        online = snap.pile_online if snap.fixed_kw is None else snap.pile_online & np.isnan(snap.fixed_kw)
         return PlanInput(
             t0_s=snap.t_s,
             step_s=steps,
@@ -114,7 +113,7 @@ class RollingPlanner:
             export_price=exp_price,
             piles=ctl.piles,
             sessions=snap.sessions,
-            pile_online=online,
+            pile_online=snap.controllable,
             wear_yuan_per_kwh=self.cfg.wear_yuan_per_kwh,
         )
 
@@ -142,7 +141,7 @@ class RollingPlanner:
     # ---- every tick ----------------------------------------------------------------------
     def setpoints(self, snap: Snapshot, limits: HardLimits, ctl: Controller) -> tuple[np.ndarray, Plan | None, bool]:
         """(setpoints kW, the plan followed, whether a new plan was adopted this tick)."""
-        fixed = np.zeros(ctl.piles.n) if snap.fixed_kw is None else np.nan_to_num(snap.fixed_kw, nan=0.0)
+        fixed = snap.assumed_kw
         self.forecaster.observe(snap.t_s, snap.base_kw + fixed.sum(),
                                 snap.base_phase_kw(ctl.piles.phase_share) + fixed @ ctl.piles.phase_share)
         planned = False

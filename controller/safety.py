@@ -62,9 +62,9 @@ def enforce(setpoints_kw: np.ndarray, piles: Piles, snap: Snapshot, limits: Hard
     sp = np.clip(sp, -piles.max_discharge_kw * piles.v2g, piles.max_kw)
     sp[(sp > 0) & (sp < piles.min_kw - TOL_KW)] = 0.0
     sp[(sp < 0) & (-sp < piles.min_kw - TOL_KW)] = 0.0
-    fixed = np.zeros(n) if snap.fixed_kw is None else np.nan_to_num(snap.fixed_kw, nan=0.0)
-    controllable = np.ones(n, dtype=bool) if snap.fixed_kw is None else np.isnan(snap.fixed_kw)
-    sp[~controllable] = 0.0  # we cannot steer them; their assumed power is in `fixed`
+    fixed = snap.assumed_kw
+    steered = np.ones(n, dtype=bool) if snap.fixed_kw is None else np.isnan(snap.fixed_kw)
+    sp[~steered] = 0.0  # we cannot steer them; their assumed power is in `fixed`
     share = piles.phase_share
     base = snap.base_kw
     base_phase = snap.base_phase_kw(share)

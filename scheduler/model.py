@@ -158,6 +158,17 @@ class Snapshot:
         """Household (non-EV) load: meter minus what the piles draw."""
         return self.meter_kw - float(self.pile_kw.sum())
 
+    @property
+    def assumed_kw(self) -> np.ndarray:
+        """(n,) power assumed for the piles we cannot steer this tick, 0 for the others."""
+        n = self.pile_kw.size
+        return np.zeros(n) if self.fixed_kw is None else np.nan_to_num(self.fixed_kw, nan=0.0)
+
+    @property
+    def controllable(self) -> np.ndarray:
+        """(n,) bool: read this tick and following its setpoints."""
+        return self.pile_online if self.fixed_kw is None else self.pile_online & np.isnan(self.fixed_kw)
+
     def base_phase_kw(self, phase_share: np.ndarray) -> np.ndarray:
         if self.meter_phase_kw is None:
             return np.full(3, self.base_kw / 3.0)
