@@ -169,9 +169,13 @@ class SimulatedSite:
         return serve_image(self.pile_images[i], unit, on_read=lambda: self.refresh_pile(i),
                            on_write=lambda name, v: self.on_pile_write(i, name, v))
 
-    async def start(self, host: str = "127.0.0.1", port: int = 5020, layout: str = "units") -> None:
-        """Serve the meter (unit 1) and the piles: all behind one port per 200 units
-        (`units`), or each pile on a port of its own after the meter's (`ports`)."""
+    async def start(self, host: str = "127.0.0.1", port: int = 5020, layout: str = "units",
+                    units_per_port: int = MAX_UNITS_PER_PORT) -> None:
+        """Serve the meter (unit 1) and the piles: up to `units_per_port` piles behind each port, the first
+        port's after the meter (`units`, as behind RS-485 gateways), or each pile on a port of its own after
+        the meter's (`ports`)."""
+        if not 1 <= units_per_port <= MAX_UNITS_PER_PORT:
+            raise ValueError(f"units_per_port must be 1..{MAX_UNITS_PER_PORT} (got {units_per_port})")
         meter_dev = serve_image(self.meter_image, METER_UNIT, on_read=self.refresh_meter)
         groups: list[tuple[int, list]] = []
         pile_ids = self.phys.piles.ids
@@ -184,14 +188,15 @@ class SimulatedSite:
         elif layout == "units":
             devs = [meter_dev]
             self.addresses["meter"] = DeviceAddress(f"modbus-tcp://{host}:{port}", METER_UNIT)
-            p, unit = port, 2
+            p, unit, on_port = port, METER_UNIT + 1, 0
             for i, pid in enumerate(pile_ids):
-                if unit > MAX_UNITS_PER_PORT:
+                if on_port == units_per_port:
                     groups.append((p, devs))
-                    devs, p, unit = [], p + 1, 1
+                    devs, p, unit, on_port = [], p + 1, 1, 0
                 devs.append(self._pile_device(i, unit))
                 self.addresses[pid] = DeviceAddress(f"modbus-tcp://{host}:{p}", unit)
                 unit += 1
+                on_port += 1
             groups.append((p, devs))
         else:
             raise ValueError("layout must be 'units' or 'ports'")

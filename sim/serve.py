@@ -14,7 +14,7 @@ import numpy as np
 
 from controller.clock import ScaledClock
 from controller.errors import UserError
-from sim.devices import SimulatedSite
+from sim.devices import MAX_UNITS_PER_PORT, SimulatedSite
 from sim.scenario import Scenario
 from sim.site_config import scenario_site_config, write_site_config
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 async def serve_async(sc: Scenario, speed: float, host: str, port: int, layout: str, mqtt_url: str | None,
                       site_id: str, write_config: Path | None, out: Path | None,
-                      stop: asyncio.Event | None = None) -> SimulatedSite:
+                      stop: asyncio.Event | None = None, units_per_port: int = MAX_UNITS_PER_PORT) -> SimulatedSite:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -32,7 +32,7 @@ async def serve_async(sc: Scenario, speed: float, host: str, port: int, layout: 
     clock = ScaledClock(sc.start.timestamp(), speed)
     site = SimulatedSite(sc, clock)
     try:
-        await site.start(host=host, port=port, layout=layout)
+        await site.start(host=host, port=port, layout=layout, units_per_port=units_per_port)
     except OSError as exc:
         raise UserError(f"--modbus-port {port}: {exc}") from None
     t_wall = time.perf_counter()
@@ -78,7 +78,8 @@ async def serve_async(sc: Scenario, speed: float, host: str, port: int, layout: 
 
 
 def serve(sc: Scenario, speed: float, host: str, port: int, layout: str, mqtt_url: str | None, site_id: str,
-          write_config: Path | None, out: Path | None) -> int:
-    asyncio.run(serve_async(sc, speed, host, port, layout, mqtt_url, site_id, write_config, out))
+          write_config: Path | None, out: Path | None, units_per_port: int = MAX_UNITS_PER_PORT) -> int:
+    asyncio.run(serve_async(sc, speed, host, port, layout, mqtt_url, site_id, write_config, out,
+                            units_per_port=units_per_port))
     print("youxu sim serve: stopped", flush=True)
     return 0
