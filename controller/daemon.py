@@ -95,8 +95,10 @@ class Daemon:
         forecaster = getattr(getattr(self.loop.controller, "planner", None), "forecaster", None)
         if forecaster is not None and t_s.size:
             forecaster.observe_many(t_s, base, phase)
-        recent = t_s >= now - self.loop.meter_guard.history_s
-        self.loop.meter_guard.seed(t_s[recent], base[recent], phase[recent])
+        guard = self.loop.meter_guard
+        raw = self.store.history(now - guard.history_s, raw_only=True)
+        keep = raw.t_s <= now
+        guard.seed(raw.t_s[keep], raw.base_kw[keep], raw.base_phase_kw[keep])
         self.restored = {"sessions": sorted(s.id for s in self.loop.tracker.sessions.values()),
                          "history_points": int(t_s.size), "history_from_s": float(t_s[0]) if t_s.size else None}
         if t_s.size:

@@ -7,7 +7,7 @@ applies to the session on its pile, or to the next one that starts within the bo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -194,5 +194,19 @@ class SessionTracker:
                 "pending": {k: asdict(v) for k, v in self.pending.items()}}
 
     def restore(self, state: dict) -> None:
-        self.sessions = {k: Session(**v) for k, v in state.get("sessions", {}).items() if k in self.pile_ids}
-        self.pending = {k: Booking(**v) for k, v in state.get("pending", {}).items() if k in self.pile_ids}
+        """Read back `to_state()` as saved (JSON: infinities come back as null, fields may have been added)."""
+        self.sessions = {k: _from_saved(Session, v) for k, v in state.get("sessions", {}).items() if k in self.pile_ids}
+        self.pending = {k: _from_saved(Booking, v) for k, v in state.get("pending", {}).items() if k in self.pile_ids}
+
+
+def _from_saved(cls: type, saved: dict):
+    """A dataclass from a saved dict: unknown keys ignored, a null where a value is required gives the default."""
+    out = {}
+    for f in fields(cls):
+        if f.name not in saved:
+            continue
+        v = saved[f.name]
+        if v is None and f.default is not None and f.default is not MISSING:
+            continue  # e.g. car_max_kw = inf, saved as null
+        out[f.name] = v
+    return cls(**out)

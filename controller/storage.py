@@ -194,16 +194,19 @@ class Store:
             return None
         return None if row is None else row[0]
 
-    def history(self, since_s: float, limit: int = 200_000) -> History:
-        """Household load since `since_s`: 1-min averages, then the raw readings after the last of them."""
+    def history(self, since_s: float, raw_only: bool = False, limit: int = 200_000) -> History:
+        """Household load since `since_s`: 1-min averages, then the raw readings after the last of them
+        (`raw_only`: every raw reading, for the peaks of the last hour)."""
         cols = ("t_s", "base_kw", "base_l1_kw", "base_l2_kw", "base_l3_kw")
         rows: list = []
         try:
             with self.engine.connect() as c:
-                t = readings_1m
-                rows = list(c.execute(select(*(t.c[k] for k in cols)).where(t.c.t_s >= since_s)
-                                      .order_by(t.c.t_s).limit(limit)))
-                after = rows[-1][0] + 60.0 if rows else since_s
+                after = since_s
+                if not raw_only:
+                    t = readings_1m
+                    rows = list(c.execute(select(*(t.c[k] for k in cols)).where(t.c.t_s >= since_s)
+                                          .order_by(t.c.t_s).limit(limit)))
+                    after = rows[-1][0] + 60.0 if rows else since_s
                 t = readings
                 rows += list(c.execute(select(*(t.c[k] for k in cols)).where(t.c.t_s >= after)
                                        .order_by(t.c.t_s).limit(limit)))

@@ -111,7 +111,7 @@ class Run:
 
 
 async def start_run(sc: Scenario, store_url: str | None = None, margin_kw: float = 2.0, store_kw: dict | None = None,
-                    layout: str = "units", **control: object) -> Run:
+                    layout: str = "units", storage: dict | None = None, **control: object) -> Run:
     clock = VirtualClock(sc.start.timestamp())
     site = SimulatedSite(sc, clock)
     port = free_port() if layout == "units" else free_port_block(1 + len(sc.piles))
@@ -119,6 +119,7 @@ async def start_run(sc: Scenario, store_url: str | None = None, margin_kw: float
     ctl = {"period_s": 1.0, "budget_ms": 500.0, "strategy": "fairshare", "failsafe": False, **control}
     raw = scenario_site_config(sc, site.addresses, site_id="t", control=ctl)
     raw["transformer"]["margin_kw"] = margin_kw
+    raw["storage"].update(storage or {})
     cfg = parse_site_config(raw, "test config")
     link = RecordingLink()
     store = None

@@ -1,0 +1,106 @@
+"""The database goes away for 60 ticks (60 s of the daemon's virtual clock) while the real daemon
+controls simulated devices over Modbus TCP: ticks stay within budget, the outage is alarmed, rows
+are buffered (readings bounded, sessions and events never dropped) and land once it is back.
+
+SQLite: another connection holds an exclusive lock (the writer's busy timeout shortened to 0.2 s).
+PostgreSQL: the daemon reaches the server through a TCP gate that the test closes (connections cut
+and refused) and opens again. The outage lasts 60 virtual seconds but about 1-2 real seconds; the
+writer retries within that time, so the same states (down, buffering, dropping, back) are passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from controller import database
+from controller.db_schema import events, readings, readings_1m, sessions
+from tests.fault_harness import Run, start_run
+from tests.fixtures_mqtt import TcpGate
+from tests.scenarios import small_site
+
+OUTAGE_TICKS = 60
+
+
+def count(run: Run, table) -> int:
+    with run.daemon.store.engine.connect() as c:
+        return int(c.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+async def outage(run: Run, down: Callable[[], None], up: Callable[[], None]) -> np.ndarray:
+    """Ticks before, during (returned, in ms) and after an outage."""
+    store = run.daemon.store
+    await run.tick(5)
+    assert store.flush(10.0) and store.db_ok
+    down()
+    tick_ms = []
+    for i in range(OUTAGE_TICKS):
+        rep = await run.tick(1)
+        tick_ms.append(rep.tick_ms)
+        if i < 30:
+            await asyncio.sleep(0.03)  # real time for the writer to try (and fail) meanwhile
+    assert not store.db_ok and store.write_failures >= 1
+    assert "storage_down" in run.link.kinds()
+    up()
+    assert store.flush(20.0), f"queued rows did not land: {store.depths()}"
+    await run.tick(1)
+    assert "storage_restored" in run.link.kinds()
+    assert store.flush(10.0)
+    return np.asarray(tick_ms)
+
+
+def check_landed(run: Run, tick_ms: np.ndarray, budget_ms: float, expect_drops: bool) -> None:
+    store = run.daemon.store
+    p50, p99 = np.percentile(tick_ms, 50), np.percentile(tick_ms, 99)
+    print(f"\n  database down {OUTAGE_TICKS} ticks: tick p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+          f"max {tick_ms.max():.1f} ms "
+          f"(budget {budget_ms:g}); dropped {store.dropped_bulk} bulk rows, written {store.written}")
+    assert p99 < budget_ms and run.daemon.loop.stats.deadline_misses == 0
+    ticks = run.daemon.loop.stats.ticks
+    stored = count(run, readings)
+    if expect_drops:
+        assert store.dropped_bulk > 0 and "storage_rows_dropped" in run.link.kinds()
+        assert stored < ticks
+    else:
+        assert store.dropped == 0 and stored == ticks  # every reading of the outage landed
+    kinds = [r[0] for r in run.daemon.store.engine.connect().execute(select(events.c.kind))]
+    assert "storage_down" in kinds and "storage_restored" in kinds  # alarms are never the ones dropped
+    assert count(run, sessions) == len(run.site.sc.piles)
+    assert count(run, readings_1m) >= 1
+    assert run.max_over_run == 0 and run.daemon.loop.stats.tick_errors == 0
+
+
+@pytest.mark.parametrize("queue_size", [10000, 40])
+async def test_sqlite_locked_for_60_ticks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, queue_size: int):
+    monkeypatch.setattr(database, "SQLITE_BUSY_S", 0.2)
+    path = tmp_path / "youxu.sqlite"
+    sc = small_site(n_piles=6, base_kw=100.0, limit_kw=140.0)
+    run = await start_run(sc, f"sqlite:///{path}", budget_ms=150.0, storage={"state_period_s": 5.0},
+                          store_kw={"queue_size": queue_size})
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        tick_ms = await outage(run, lambda: holder.execute("BEGIN EXCLUSIVE"), lambda: holder.execute("COMMIT"))
+        check_landed(run, tick_ms, 150.0, expect_drops=queue_size < 100)
+    finally:
+        holder.close()
+        await run.close()
+
+
+@pytest.mark.parametrize("queue_size", [10000, 40])
+async def test_postgresql_unreachable_for_60_ticks(pg_schema, queue_size: int):
+    gate = TcpGate(5432)
+    sc = small_site(n_piles=6, base_kw=100.0, limit_kw=140.0)
+    run = await start_run(sc, pg_schema.url(port=gate.port), budget_ms=150.0, storage={"state_period_s": 5.0},
+                          store_kw={"queue_size": queue_size})
+    try:
+        tick_ms = await outage(run, gate.close_gate, gate.open_gate)
+        check_landed(run, tick_ms, 150.0, expect_drops=queue_size < 100)
+    finally:
+        await run.close()
+        gate.shutdown()
