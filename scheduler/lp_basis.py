@@ -2,7 +2,8 @@
 
 What changes between two plans, and how the basis follows:
   - the same element (same key): keeps its status;
-  - the horizon moved on by a step: the new last step copies the step before it;
+  - the horizon moved on by a step: the new last step copies the step before it, and a
+    session's basic column in the step that passed is handed to the new first step;
   - a session arrived: it starts from a sensible vertex of its own rows (full power in the
     steps with the lowest household load until its energy is met, one step fractional and
     basic, battery states basic) so its rows are balanced and feasible on their own;
@@ -20,6 +21,7 @@ from scheduler.lp_build import LpProblem
 
 FREE, AT_LOWER, AT_UPPER, FIXED, BASIC = 1, 2, 3, 4, 5  # MathOpt's BasisStatusProto
 U_KIND = 4  # kind of lp_build's unmet-energy column keys
+SESSION_STEP_KINDS = (1, 2, 3)  # charging, discharging and battery-state columns (per session and step)
 ENERGY_ROW_KIND, FAIR_ROW_KIND = 1, 2  # kinds of its row keys
 _SHIFT = np.int64(56)
 _STEP_MASK = np.int64((1 << 32) - 1)
@@ -104,9 +106,37 @@ def _new_sessions(col: np.ndarray, row: np.ndarray, prob: LpProblem) -> None:
     row[(row == 0) & (kind_of(prob.row_key) == ENERGY_ROW_KIND)] = AT_LOWER
 
 
-def affected_rows(saved: SavedBasis, prob: LpProblem) -> np.ndarray:
-    """Rows of `prob` that held a basic column of the last basis which is now gone."""
+def pass_on_passed_step(saved: SavedBasis, prob: LpProblem, col: np.ndarray) -> np.ndarray:
+    """A session's basic column in the step that has passed hands its place to the same column of the
+    step that is now first (in place); returns the keys handed over.
+
+    The step that just ended held the decisions of the moment: a session charging at a fractional
+    power there is the one that now does so in the new first step.
+    """
+    if prob.step_key.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = np.int64(np.min(prob.step_key))
+    basic = saved.col_status == BASIC
+    keys = saved.col_key[basic]
+    kinds = kind_of(keys)
+    passed = np.isin(kinds, SESSION_STEP_KINDS) & ((keys & _STEP_MASK) < first)
+    keys = keys[passed]
+    if keys.size == 0:
+        return keys
+    target = (keys & ~_STEP_MASK) | first
+    order = np.argsort(prob.col_key)
+    pos = np.minimum(np.searchsorted(prob.col_key[order], target), prob.n_cols - 1)
+    found = prob.col_key[order][pos] == target
+    idx = order[pos[found]]
+    free = col[idx] != BASIC
+    col[idx[free]] = BASIC
+    return keys[found][free]
+
+
+def affected_rows(saved: SavedBasis, prob: LpProblem, handed_over: np.ndarray) -> np.ndarray:
+    """Rows of `prob` that held a basic column of the last basis which is now gone (and not handed over)."""
     gone = lookup(np.sort(prob.col_key), np.ones(prob.n_cols, dtype=np.int64), saved.basic_col_key) == 0
+    gone &= ~np.isin(saved.basic_col_key, handed_over)
     if not gone.any():
         return np.zeros(0, dtype=np.int64)
     rk = np.unique(saved.basic_row_key[gone])
@@ -143,12 +173,17 @@ def balance(col: np.ndarray, row: np.ndarray, prob: LpProblem, affected: np.ndar
 
 
 def map_basis(saved: SavedBasis, prob: LpProblem) -> tuple[np.ndarray, np.ndarray, int]:
-    """(column statuses, row statuses, number of elements not known before) for `prob`."""
+    """(column statuses, row statuses, how much changed) for `prob`.
+
+    What changed counts the elements the last basis did not know and the rows that lost a basic column.
+    """
     col = carry(saved.col_key, saved.col_status, prob.col_key, prob.step_key)
     row = carry(saved.row_key, saved.row_status, prob.row_key, prob.step_key)
     unknown = int((col == 0).sum() + (row == 0).sum())
     _new_sessions(col, row, prob)
+    handed_over = pass_on_passed_step(saved, prob, col)
     col = consistent(col, prob.lb, prob.ub)
     row = consistent(row, prob.row_lb, prob.row_ub, BASIC)
-    balance(col, row, prob, affected_rows(saved, prob))
-    return col, row, unknown
+    affected = affected_rows(saved, prob, handed_over)
+    balance(col, row, prob, affected)
+    return col, row, unknown + int(affected.size)

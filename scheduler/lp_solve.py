@@ -25,7 +25,9 @@ SOLVERS = {
     "PDLP": parameters_pb2.SOLVER_TYPE_PDLP,
     "HIGHS": parameters_pb2.SOLVER_TYPE_HIGHS,
 }
-NEAR_OPTIMAL_NEW = 0.05  # share of rows that may be new for a warm basis to count as near the optimum
+# Devex only when nothing but numbers changed since an optimum: from a basis that had to be repaired (a car came
+# or went, the horizon moved on) it can take thousands of pivots where steepest edge takes tens
+NEAR_OPTIMAL_CHANGE = 0.0  # share of rows that may have changed for a warm basis to count as near the optimum
 _REASONS = {
     result_pb2.TERMINATION_REASON_FEASIBLE: "timeout",  # stopped early with a feasible, not optimal, point
     result_pb2.TERMINATION_REASON_INFEASIBLE: "infeasible",
@@ -115,11 +117,11 @@ def solve_lp(prob: LpProblem, solver: str = "GLOP", time_limit_s: float = 1.0,
     mparams = model_parameters_pb2.ModelSolveParametersProto()
     near_optimal = False
     if started_warm and warm is not None and warm.saved is not None:
-        col, row, warm.last_unknown = map_basis(warm.saved, prob)
+        col, row, warm.last_changed = map_basis(warm.saved, prob)
         mparams = _basis_proto(col, row)
         # Devex pays off for the few pivots from the last optimum; a long way to go (a cut-short solve,
-        # much that is new) goes faster with exact steepest-edge pricing
-        near_optimal = warm.saved_optimal and warm.last_unknown <= NEAR_OPTIMAL_NEW * prob.n_rows
+        # anything new or gone) goes faster with exact steepest-edge pricing
+        near_optimal = warm.saved_optimal and warm.last_changed <= NEAR_OPTIMAL_CHANGE * prob.n_rows
     try:
         s = mo_solver.new(SOLVERS[solver], model_proto(prob), parameters_pb2.SolverInitializerProto())
         t1 = time.perf_counter()

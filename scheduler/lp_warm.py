@@ -28,7 +28,7 @@ class WarmStart:
         self.solves = 0
         self.warm_solves = 0
         self.last_iterations = 0
-        self.last_unknown = 0  # columns and rows the last basis did not know
+        self.last_changed = 0  # elements the last basis did not know, and rows that lost a basic column
         self._uids: dict[str, int] = {}
         self._next_uid = 1
 
