@@ -160,6 +160,7 @@ async def run_site(cfg: SiteConfig) -> None:
 
     logjson.configure()
     logging.getLogger("controller").setLevel(min(logging.getLogger().level, logging.INFO))
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -74,8 +74,9 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
         before = MigrationContext.configure(conn).get_current_revision()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
-    if before != head_revision():
-        log.info("database schema upgraded from %s to %s", before or "nothing", revision)
+    target = head_revision() if revision == "head" else revision
+    if before != target:
+        log.info("database schema upgraded from %s to %s", before or "nothing", target)
     return before
 
 
