@@ -91,7 +91,7 @@ def sessions_from_input(inp: PlanInput, warm: WarmStart | None = None) -> tuple[
         battery_now_kwh=now_kwh,
         battery_min_kwh=np.minimum(s.min_soc[keep] * batt, now_kwh),
         battery_max_kwh=np.minimum(batt, now_kwh + need),  # full, or the request met: the car takes no more
-        uid=None if warm is None else warm.uids([s.ids[i] for i in keep]),
+        uid=None if warm is None else warm.uids([s.ids[i] or f"#pile{i}" for i in keep]),
     )
     return sess, keep
 
