@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--layout", choices=["units", "ports"], default="units",
                    help="piles as unit ids behind one port (default) or each on a port of its own")
+    p.add_argument("--units-per-port", type=int,
+                   help="with --layout units: at most this many piles behind a port, then the next port "
+                        "(as RS-485 gateways of 8 to 32 devices; default: as many as unit ids allow)")
     p.add_argument("--mqtt", help="broker URL to publish the scenario's dispatch commands on")
     p.add_argument("--site-id", default="sim-site")
     p.add_argument("--write-config", type=Path, help="write a site config for `youxu run` pointing at these devices")
@@ -73,7 +76,6 @@ def _strategies(text: str) -> list[str]:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from sim.generate import generate_scenario, preset_names
-
     from sim.scenario import save_scenario
 
     if args.preset not in preset_names():
@@ -114,14 +116,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from sim.devices import MAX_UNITS_PER_PORT
     from sim.scenario import load_scenario
     from sim.serve import serve
 
     sc = load_scenario(args.scenario)
     if args.speed <= 0:
         raise UserError(f"--speed: must be positive (got {args.speed})")
+    units_per_port = MAX_UNITS_PER_PORT if args.units_per_port is None else args.units_per_port
+    if not 1 <= units_per_port <= MAX_UNITS_PER_PORT:
+        raise UserError(f"--units-per-port: must be 1..{MAX_UNITS_PER_PORT} (got {units_per_port})")
     return serve(sc, speed=args.speed, host=args.host, port=args.modbus_port, layout=args.layout,
-                 mqtt_url=args.mqtt, site_id=args.site_id, write_config=args.write_config, out=args.out)
+                 mqtt_url=args.mqtt, site_id=args.site_id, write_config=args.write_config, out=args.out,
+                 units_per_port=units_per_port)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

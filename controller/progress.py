@@ -26,4 +26,13 @@ class ProgressBar:
                          f"{elapsed:6.1f} s elapsed, {eta:6.1f} s left")
         if done >= total:
             sys.stderr.write("\n")
+            self._last_pct = -1
+        sys.stderr.flush()
+
+    def note(self, text: str) -> None:
+        """A line of its own on stderr (after a bar in progress), unless quiet."""
+        if self.quiet:
+            return
+        sys.stderr.write(("\n" if 0 <= self._last_pct < 100 else "") + text + "\n")
+        self._last_pct = -1
         sys.stderr.flush()
