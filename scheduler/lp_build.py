@@ -16,119 +16,21 @@ Columns (all kW or kWh, >= 0 unless said):
   P       peak of the total transformer load, phi[c] largest unmet fraction of class c
   dp, dm  deviation above / below a dispatch setpoint
 Rows: energy per session, fairness per session, battery balance per V2G session-step,
-phase definitions, the EV aggregate, the site balance, the peak and the setpoint tracking.
-Built without Python loops over sessions or steps.
+phase definitions, the EV aggregate, the site balance, the peak and the setpoint tracking
+(and, with `peak_coupling`, the limits at the power a car draws while plugged in).
+Built without Python loops over sessions or steps. The data types are in `scheduler.lp_model`,
+the element keys a warm start follows in `scheduler.lp_keys`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from scheduler.lp_keys import column_keys, key, session_numbers, step_keys
+from scheduler.lp_model import LpGrid, LpProblem, LpSessions, LpWeights
+
 INF = np.inf
-
-
-@dataclass(frozen=True)
-class LpWeights:
-    """Objective weights, in yuan per unit; their order encodes the planner's priorities."""
-
-    overflow_per_kwh: float = 1.0e5  # a hard limit the EVs cannot keep (household load alone is too high)
-    unmet_urgent_per_kwh: float = 3.0e4
-    unmet_per_kwh: float = 1.0e4
-    urgent_early_per_kwh: float = 2.0e3  # reward for urgent energy delivered in its full-power prefix
-    setpoint_per_kwh: float = 1.0e3  # deviation from a dispatch setpoint
-    peak_per_kw: float = 20.0  # the horizon's peak of the total transformer load
-    valley_per_kwh: float = 0.4  # spread of the convex cost on total load (flattens it)
-    valley_segments: int = 12
-    fairness: float = 50.0  # per unit of the largest unmet fraction (per urgency class)
-
-
-@dataclass(frozen=True)
-class LpGrid:
-    """The site over the horizon: H steps of `step_h` hours."""
-
-    step_h: np.ndarray  # (H,)
-    base_kw: np.ndarray  # (H,) household load, total
-    base_phase_kw: np.ndarray  # (H, 3)
-    import_limit_kw: np.ndarray  # (H,) site import cap (inf where none)
-    export_limit_kw: np.ndarray  # (H,) site export cap >= 0
-    phase_limit_kw: np.ndarray | None  # (3,) or (H, 3), or None
-    ev_import_limit_kw: np.ndarray  # (H,)
-    ev_export_limit_kw: np.ndarray  # (H,) >= 0
-    setpoint_kw: np.ndarray  # (H,) NaN where none
-    setpoint_scope: str  # "ev" or "site"
-    import_price: np.ndarray  # (H,) yuan/kWh
-    export_price: np.ndarray  # (H,)
-    phase_share: np.ndarray  # (n_piles, 3)
-    wear_yuan_per_kwh: float = 0.05
-    step_key: np.ndarray | None = None  # (H,) stable id of each step across solves (e.g. its end time, s)
-    peak_base_kw: np.ndarray | None = None  # (H,) household load at its highest within each step (coarse steps)
-
-    @property
-    def horizon(self) -> int:
-        return int(self.step_h.size)
-
-
-@dataclass(frozen=True)
-class LpSessions:
-    """K sessions with their windows on the grid's steps."""
-
-    pile: np.ndarray  # (K,) int, row of LpGrid.phase_share
-    start_step: np.ndarray  # (K,) int, first step with power
-    end_step: np.ndarray  # (K,) int, exclusive
-    first_frac: np.ndarray  # (K,) share of the first step the car is there (arrival inside the step)
-    last_frac: np.ndarray  # (K,) share of the last step the car is there (departure inside the step)
-    max_kw: np.ndarray  # (K,) pile and car limit
-    discharge_kw: np.ndarray  # (K,) > 0 only where pile and driver consent to V2G
-    target_kwh: np.ndarray  # (K,) energy wanted by the end of the window (soft)
-    cap_kwh: np.ndarray  # (K,) most net energy the window may take (>= target)
-    urgent: np.ndarray  # (K,) bool
-    battery_now_kwh: np.ndarray  # (K,) energy in the battery at the window start
-    battery_min_kwh: np.ndarray  # (K,) floor for V2G (min_soc * capacity)
-    battery_max_kwh: np.ndarray  # (K,) capacity
-    uid: np.ndarray | None = None  # (K,) stable id of each session across solves (< 2**24)
-    # count a session in the site's rows at the power it draws while plugged in (x / availability), not its
-    # step average: steps coarser than the real ones (the offline yardstick's blocks) then never overfill
-    # any real step inside them when a car arrives or leaves within a step
-    peak_coupling: bool = False
-
-    @property
-    def k(self) -> int:
-        return int(self.pile.size)
-
-
-@dataclass
-class LpProblem:
-    """A built LP: bounds, costs and a CSR constraint matrix, plus where each block lives."""
-
-    c: np.ndarray
-    lb: np.ndarray
-    ub: np.ndarray
-    row_lb: np.ndarray
-    row_ub: np.ndarray
-    a_data: np.ndarray
-    a_indices: np.ndarray
-    a_indptr: np.ndarray
-    x_session: np.ndarray  # session of each x column
-    x_step: np.ndarray  # step of each x column
-    x_frac: np.ndarray  # share of its step the car is plugged in (x is the step's average power)
-    target_kwh: np.ndarray  # (K,) energy row lower bounds
-    y_pos: np.ndarray  # index into x of each y column (the same session-step)
-    col_key: np.ndarray  # (n_cols,) int64 stable identity of each column (warm starts map bases by it)
-    row_key: np.ndarray  # (n_rows,) int64
-    step_key: np.ndarray  # (H,) int64, the grid's step keys in order
-    col: dict[str, slice]
-    n_sessions: int
-    horizon: int
-
-    @property
-    def n_cols(self) -> int:
-        return int(self.c.size)
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.row_lb.size)
+__all__ = ["LpGrid", "LpProblem", "LpSessions", "LpWeights", "build_lp"]
 
 
 def _window_columns(s: LpSessions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,7 +139,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     rub: list[np.ndarray] = []
     rkey: list[np.ndarray] = []
     r0 = 0
-    uid, sk = _uid(s), _step_key(g)
+    uid, sk = session_numbers(s), step_keys(g)
 
     def add(r: np.ndarray, cc: np.ndarray, v: np.ndarray) -> None:
         rows.append(r)
@@ -256,7 +158,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     target = np.minimum(s.target_kwh, s.cap_kwh)
     rlb.append(target)
     rub.append(s.cap_kwh)
-    rkey.append(_key(1, uid, 0))
+    rkey.append(key(1, uid, 0))
     r0 += k
 
     # fairness: u_k - target_k * phi_class <= 0
@@ -265,7 +167,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     add(r0 + np.arange(k), col["phi"].start + cls, -target)
     rlb.append(np.full(k, -INF))
     rub.append(np.zeros(k))
-    rkey.append(_key(2, uid, 0))
+    rkey.append(key(2, uid, 0))
     r0 += k
 
     # battery balance of V2G sessions: e_t - e_{t-1} - dt x + dt y = 0 (e_{start-1} = battery now)
@@ -282,7 +184,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
         rhs = np.where(has_prev, 0.0, s.battery_now_kwh[ys])
         rlb.append(rhs)
         rub.append(rhs)
-        rkey.append(_key(3, uid[ys], sk[yt]))
+        rkey.append(key(3, uid[ys], sk[yt]))
         r0 += ny
 
     # phase definitions: sum_k share (x - y) - F = 0, one row per (phase, step)
@@ -296,7 +198,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     add(r0 + np.arange(3 * h), fcol, -np.ones(3 * h))
     rlb.append(np.zeros(3 * h))
     rub.append(np.zeros(3 * h))
-    rkey.append(_key(4, np.repeat(np.arange(3), h), np.tile(sk, 3)))
+    rkey.append(key(4, np.repeat(np.arange(3), h), np.tile(sk, 3)))
     r0 += 3 * h
 
     # EV aggregate: E_t - sum_f (F + o) = 0
@@ -308,7 +210,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
         add(r0 + np.tile(tt, 3), col["o"].start + np.arange(3 * h), -np.ones(3 * h))
     rlb.append(np.zeros(h))
     rub.append(np.zeros(h))
-    rkey.append(_key(5, 0, sk))
+    rkey.append(key(5, 0, sk))
     r0 += h
 
     if s.peak_coupling:
@@ -321,7 +223,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     add(r0 + tt, col["s"].start + tt, np.ones(h))
     rlb.append(-g.base_kw)
     rub.append(-g.base_kw)
-    rkey.append(_key(6, 0, sk))
+    rkey.append(key(6, 0, sk))
     r0 += h
 
     # peak: E_t - s_t - P <= -base_t
@@ -330,7 +232,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     add(r0 + tt, np.full(h, col["P"].start), -np.ones(h))
     rlb.append(np.full(h, -INF))
     rub.append(-g.base_kw)
-    rkey.append(_key(7, 0, sk))
+    rkey.append(key(7, 0, sk))
     r0 += h
 
     # setpoint tracking: (E_t [+ base_t]) - dp + dm = setpoint, only where one applies
@@ -344,14 +246,14 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
         rhs = g.setpoint_kw[sp_t] - (g.base_kw[sp_t] if g.setpoint_scope == "site" else 0.0)
         rlb.append(rhs)
         rub.append(rhs)
-        rkey.append(_key(8, 0, sk[sp_t]))
+        rkey.append(key(8, 0, sk[sp_t]))
         r0 += m
 
     data, indices, indptr = _to_csr(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), r0)
     return LpProblem(
         c=c, lb=lb, ub=ub, row_lb=np.concatenate(rlb), row_ub=np.concatenate(rub),
         a_data=data, a_indices=indices, a_indptr=indptr,
-        col_key=_column_keys(g, s, sess, step, y_pos, nseg), row_key=np.concatenate(rkey), step_key=sk,
+        col_key=column_keys(g, s, sess, step, y_pos, nseg), row_key=np.concatenate(rkey), step_key=sk,
         x_session=sess, x_step=step, x_frac=frac, y_pos=y_pos, target_kwh=target, col=col, n_sessions=k, horizon=h,
     )
 
@@ -365,7 +267,7 @@ def _peak_rows(g: LpGrid, s: LpSessions, sess: np.ndarray, step: np.ndarray, fra
     """
     h = g.horizon
     tt = np.arange(h)
-    sk = _step_key(g)
+    sk = step_keys(g)
     inv = 1.0 / np.where(frac > 1e-9, frac, 1.0)
     xcol = col["x"].start + np.arange(sess.size)
     ycol = col["y"].start + np.arange(y_pos.size)
@@ -376,19 +278,19 @@ def _peak_rows(g: LpGrid, s: LpSessions, sess: np.ndarray, step: np.ndarray, fra
     add(r0 + np.arange(3 * h), col["o"].start + np.arange(3 * h), -np.ones(3 * h))
     rlb.append(np.full(3 * h, -INF))
     rub.append(hr.T.reshape(-1))
-    rkey.append(_key(9, np.repeat(np.arange(3), h), np.tile(sk, 3)))
+    rkey.append(key(9, np.repeat(np.arange(3), h), np.tile(sk, 3)))
     r0 += 3 * h
     # site import: sum x / a - oi <= import limit - household load; EV import: sum x / a <= ev limit
     add(r0 + step, xcol, inv)
     add(r0 + tt, col["oi"].start + tt, -np.ones(h))
     rlb.append(np.full(h, -INF))
     rub.append(g.import_limit_kw - g.base_kw)
-    rkey.append(_key(10, 0, sk))
+    rkey.append(key(10, 0, sk))
     r0 += h
     add(r0 + step, xcol, inv)
     rlb.append(np.full(h, -INF))
     rub.append(np.asarray(g.ev_import_limit_kw, dtype=float))
-    rkey.append(_key(11, 0, sk))
+    rkey.append(key(11, 0, sk))
     r0 += h
     # the peak of the real steps: the highest household load plus the EVs at their plugged-in power
     pk = g.base_kw if g.peak_base_kw is None else np.asarray(g.peak_base_kw, dtype=float)
@@ -396,47 +298,16 @@ def _peak_rows(g: LpGrid, s: LpSessions, sess: np.ndarray, step: np.ndarray, fra
     add(r0 + tt, np.full(h, col["P"].start), -np.ones(h))
     rlb.append(np.full(h, -INF))
     rub.append(-pk)
-    rkey.append(_key(13, 0, sk))
+    rkey.append(key(13, 0, sk))
     r0 += h
     if y_pos.size:  # discharge: sum y / a <= site export room and the EV export limit
         yinv = inv[y_pos]
         add(r0 + step[y_pos], ycol, yinv)
         rlb.append(np.full(h, -INF))
         rub.append(np.minimum(g.export_limit_kw + g.base_kw, g.ev_export_limit_kw))
-        rkey.append(_key(12, 0, sk))
+        rkey.append(key(12, 0, sk))
         r0 += h
     return r0
-
-
-def _key(kind: int, entity: np.ndarray | int, step: np.ndarray | int) -> np.ndarray:
-    """kind (8 bits) | entity (24 bits) | step key (32 bits)."""
-    ent = np.asarray(entity, dtype=np.int64)
-    st = np.asarray(step, dtype=np.int64)
-    return np.atleast_1d((np.int64(kind) << np.int64(56)) | (ent << np.int64(32)) | st)
-
-
-def _column_keys(g: LpGrid, s: LpSessions, sess: np.ndarray, step: np.ndarray, y_pos: np.ndarray,
-                 nseg: int) -> np.ndarray:
-    uid = _uid(s)
-    sk = _step_key(g)
-    h, tt = g.horizon, np.arange(g.horizon)
-    ph, tph = np.repeat(np.arange(3), h), np.tile(tt, 3)
-    return np.concatenate([
-        _key(1, uid[sess], sk[step]), _key(2, uid[sess[y_pos]], sk[step[y_pos]]),
-        _key(3, uid[sess[y_pos]], sk[step[y_pos]]), _key(4, uid, 0),
-        _key(5, ph, sk[tph]), _key(6, ph, sk[tph]), _key(7, 0, sk),
-        _key(8, np.tile(np.arange(nseg), h), sk[np.repeat(tt, nseg)]),
-        _key(9, 0, sk), _key(10, 0, sk), _key(11, 0, 0), _key(12, np.arange(2), 0),
-        _key(13, 0, sk), _key(14, 0, sk),
-    ])
-
-
-def _uid(s: LpSessions) -> np.ndarray:
-    return np.arange(s.k, dtype=np.int64) if s.uid is None else np.asarray(s.uid, dtype=np.int64)
-
-
-def _step_key(g: LpGrid) -> np.ndarray:
-    return np.arange(g.horizon, dtype=np.int64) if g.step_key is None else np.asarray(g.step_key, dtype=np.int64)
 
 
 def _urgent_prefix(s: LpSessions, sess: np.ndarray, step: np.ndarray, dt: np.ndarray,
