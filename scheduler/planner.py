@@ -109,12 +109,16 @@ def fallback_plan(inp: PlanInput, reason: str, build_ms: float = 0.0, solve_ms: 
 
 
 def plan_mpc(inp: PlanInput, time_limit_ms: float = 250.0, warm: WarmStart | None = None,
-             solver: str = DEFAULT_SOLVER, weights: LpWeights | None = None) -> Plan:
-    """Power per pile per step (n, H) for the sessions plugged in now, within `time_limit_ms`.
+             solver: str = DEFAULT_SOLVER, weights: LpWeights | None = None,
+             cold_time_limit_ms: float | None = None) -> Plan:
+    """Power per pile per step (n, H) for the sessions plugged in now (kW while each car is plugged in).
 
-    With `warm` (one per site, kept by the caller between ticks) GLOP starts from the last
-    basis; without it every solve starts cold. Never raises on bad luck: a solver failure,
-    timeout or a budget already spent gives the least-laxity-first plan with `fallback=True`.
+    With `warm` (one per site, kept by the caller between ticks) GLOP starts from the last basis
+    and a plan takes tens of milliseconds; without it every solve starts cold. A cold start (the
+    first plan, or the first after a failure) may take `cold_time_limit_ms` (default ten times
+    `time_limit_ms`): from scratch a large site needs a second or more, and a cut-short cold solve
+    on a site that moves on between plans is slow to catch up. Never raises on bad luck: a solver
+    failure, timeout or a budget already spent gives the least-laxity-first plan with `fallback=True`.
     """
     t0 = time.perf_counter()
     n, h = inp.piles.n, inp.horizon
@@ -126,6 +130,8 @@ def plan_mpc(inp: PlanInput, time_limit_ms: float = 250.0, warm: WarmStart | Non
     except (ValueError, FloatingPointError, IndexError) as exc:  # malformed input: never leave the tick empty
         return fallback_plan(inp, f"build:{type(exc).__name__}", (time.perf_counter() - t0) * 1e3)
     build_ms = (time.perf_counter() - t0) * 1e3
+    if warm is not None and not warm.saved_optimal:
+        time_limit_ms = max(time_limit_ms, 10.0 * time_limit_ms if cold_time_limit_ms is None else cold_time_limit_ms)
     if prob.sessions.k == 0:
         return Plan(power_kw=np.zeros((n, h)), status="ok", build_ms=build_ms, info={"sessions": 0})
     left_ms = time_limit_ms - build_ms

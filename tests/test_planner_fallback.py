@@ -98,6 +98,17 @@ def test_warm_start_reaches_the_cold_optimum_as_the_site_moves_on():
     assert sum(warm_iters) < 0.2 * sum(cold_iters)
 
 
+def test_a_cold_start_gets_its_own_longer_budget_then_plans_stay_within_the_short_one():
+    site = SyntheticSite.make(120, 64, seed=7)
+    warm = WarmStart()
+    t = T0_S
+    first = plan_mpc(site.input_at(t), 1.0, warm, cold_time_limit_ms=60_000.0)
+    assert first.status == "optimal"  # 1 ms would never do from scratch
+    site.advance(first, t, 60.0, 0)
+    nxt = plan_mpc(site.input_at(t + 60.0), 0.001, warm, cold_time_limit_ms=60_000.0)
+    assert nxt.fallback  # warm now: the short budget applies again
+
+
 def _cold(inp: PlanInput):
     prob = mpc_problem(inp)
     return prob.grid, prob.sessions
@@ -122,7 +133,7 @@ def test_a_cold_start_longer_than_the_budget_converges_over_the_next_plans():
     cold_ms = (time.perf_counter() - t0) * 1e3
     warm = WarmStart()
     budget = 0.4 * cold_ms
-    statuses = [plan_mpc(inp, budget, warm).status for _ in range(15)]
+    statuses = [plan_mpc(inp, budget, warm, cold_time_limit_ms=budget).status for _ in range(15)]
     assert statuses[0].startswith("fallback:")
     assert "optimal" in statuses
     first = statuses.index("optimal")
