@@ -8,8 +8,9 @@ transformer is sized so that the limits bind.
 
 The bench plans the way the daemon does: once per planning period (60 s) on a 15-minute
 grid aligned to the clock (the first step runs to the next quarter hour), the site moving on
-between plans as planned, with the warm start the daemon keeps. The first plan starts cold
-and is not counted (`bench_cold` times cold solves).
+between plans as planned (cars charging, leaving, arriving; the horizon moving on a step
+every 15 plans), with the warm start the daemon keeps. The first plan starts cold (HiGHS,
+then GLOP from its basis) and is not counted; `bench_cold` times every plan from scratch.
 """
 
 from __future__ import annotations
