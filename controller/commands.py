@@ -7,7 +7,8 @@
 
 Acknowledgements come out of the transitions: `received` on admission, `applied` (with the
 measured `achieved_kw`, or reason `INFEASIBLE`) once a tick shows the site within the command or
-the grace time has passed, then the final state. Supersession: a new limit or setpoint from the
+the grace time has passed (for a setpoint, at least the time the controller needs to plan with
+it), then the final state. Supersession: a new limit or setpoint from the
 same issuer with the same scope whose window overlaps an older one ends the older one at the
 new one's start. The book is pure: times are passed in, nothing is published or stored here.
 """
@@ -116,8 +117,11 @@ class CommandBook:
     """The commands the site holds (open dispatch commands and the default) and their transitions."""
 
     def __init__(self, *, apply_grace_s: float = 30.0, setpoint_tolerance_kw: float = 2.0,
-                 limit_tolerance_kw: float = 0.1) -> None:
+                 limit_tolerance_kw: float = 0.1, setpoint_grace_s: float = 0.0) -> None:
         self.apply_grace_s = apply_grace_s
+        # a setpoint is followed through the plan, so it is not judged before the controller has planned
+        # with it (a limit is held by the safety layer from the next tick, whatever the plan says)
+        self.setpoint_grace_s = max(apply_grace_s, setpoint_grace_s)
         self.setpoint_tolerance_kw = setpoint_tolerance_kw
         self.limit_tolerance_kw = limit_tolerance_kw
         self.open: dict[str, CommandRecord] = {}
@@ -230,9 +234,10 @@ class CommandBook:
             if within is None:
                 continue
             since_s = max(rec.received_s, float(rec.cmd.period_starts_s()[0]))
+            grace_s = self.setpoint_grace_s if rec.cmd.type == "setpoint" else self.apply_grace_s
             if within:
                 reason = None
-            elif report.t_s - since_s >= self.apply_grace_s:
+            elif report.t_s - since_s >= grace_s:
                 reason = INFEASIBLE
             else:
                 continue

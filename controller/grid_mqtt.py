@@ -76,6 +76,14 @@ def read_hmac_key(path: object) -> bytes | None:
     return key
 
 
+def setpoint_grace_s(cfg: SiteConfig) -> float:
+    """How long a setpoint may take to be met before it is acked INFEASIBLE. The rolling planner (mpc)
+    takes a new command into account at its next planning period; judging it earlier would call a
+    feasible setpoint infeasible. The configured `apply_grace_s` applies when it is longer."""
+    c = cfg.control
+    return c.planning_period_s + 2.0 * c.period_s if c.strategy == "mpc" else 2.0 * c.period_s
+
+
 class MqttGridLink:
     """Dispatch, bookings, acknowledgements, telemetry and events over one MQTT broker."""
 
@@ -87,7 +95,8 @@ class MqttGridLink:
         self.topics = SiteTopics(self.site_id)
         self.key = read_hmac_key(self.m.hmac_key_file)
         self.version = _version()
-        self.book = CommandBook(apply_grace_s=self.m.apply_grace_s, setpoint_tolerance_kw=self.m.setpoint_tolerance_kw)
+        self.book = CommandBook(apply_grace_s=self.m.apply_grace_s, setpoint_tolerance_kw=self.m.setpoint_tolerance_kw,
+                                setpoint_grace_s=setpoint_grace_s(cfg))
         self.watch = LinkWatch(self.m.link_loss_s, clock.now())
         self.piles = {p.id: PileInfo(p.id, p.v2g) for p in cfg.piles}
         self._store_arg = store
