@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 RETRY_MAX_S = 10.0  # longest wait between attempts while the database is down
 PRUNE_EVERY_S = 600.0  # data time between retention passes
 KEYS = {state: "key", sessions: "id"}  # upserted tables and their key column
+PILE_ROW_S = 60.0  # an unchanged pile gets a setpoints row this often
+PILE_ROW_DELTA_KW = 0.3  # ...and at once when its setpoint or power moves by more
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class Store:
         self.latest_t_s = -math.inf
         self._pruned_at_s = -math.inf
         self._ticks = 0
+        self._pile_last: dict[str, tuple[float, float, str | None, float]] = {}  # t_s, kw, status, measured
         self._minute = Bucket(60.0)
         self._quarter = Bucket(900.0)
         self._lock = threading.Lock()
@@ -158,13 +161,25 @@ class Store:
                 self._put(self._keep, table, closed, True)
         self._ticks += 1
         if self._ticks % self.pile_rows_every == 0:
-            for pid, kw in r.setpoints_kw.items():
-                if kw or r.pile_power_kw.get(pid):
-                    self._put(self._bulk, setpoints, {"t_s": r.t_s, "pile_id": pid, "kw": kw,
-                                                      "measured_kw": r.pile_power_kw.get(pid),
-                                                      "status": r.pile_status.get(pid)}, True)
+            self._pile_rows(r)
         for s in finished or []:
             self.session_closed(s, r.t_s)
+
+    def _pile_rows(self, r: TickReport) -> None:
+        """A pile's row when its setpoint, status or power changed, else once every PILE_ROW_S (flash wear)."""
+        for pid, kw in r.setpoints_kw.items():
+            measured = r.pile_power_kw.get(pid) or 0.0
+            status = r.pile_status.get(pid)
+            last = self._pile_last.get(pid)
+            if last is not None and not (
+                    status != last[2] or abs(kw - last[1]) > PILE_ROW_DELTA_KW
+                    or abs(measured - last[3]) > PILE_ROW_DELTA_KW
+                    or not 0.0 <= r.t_s - last[0] < PILE_ROW_S):
+                continue
+            self._pile_last[pid] = (r.t_s, kw, status, measured)
+            if kw or measured or last is None or status != last[2]:
+                self._put(self._bulk, setpoints, {"t_s": r.t_s, "pile_id": pid, "kw": kw, "measured_kw": measured,
+                                                  "status": status}, True)
 
     def session_closed(self, s: Session, t_s: float) -> None:
         self._put(self._vital, sessions, session_row(s, t_s, ended=True), False)

@@ -157,3 +157,28 @@ def test_dispatch_commands_and_sequence_numbers_share_the_database_and_survive(d
         assert ds2.accept(StoredCommand("c-101", "bj-dms", 101, "dispatch", "received", "{}", T0 + 6))
     finally:
         store2.close()
+
+
+def test_backup_of_a_live_sqlite_database(tmp_path):
+    from controller.backup import backup
+
+    url = f"sqlite:///{tmp_path / 'youxu.sqlite'}"
+    store = Store(url, flush_s=0.01)
+    try:
+        for i in range(2000):
+            store.tick(report(T0 + i))
+        store.event(T0, "before_backup", "kept")
+        assert store.flush(10.0)
+        for i in range(2000, 4000):  # the writer keeps writing while the copy is taken
+            store.tick(report(T0 + i))
+        out = backup(url, tmp_path / "backups", now_s=T0)
+        assert out.name == "youxu-20260701T100000Z.sqlite"
+        copy = Store(f"sqlite:///{out}", migrate=False)
+        try:
+            assert current_revision(copy.engine) == head_revision()
+            assert [r.kind for r in rows(copy, events)] == ["before_backup"]
+            assert 2000 <= n_rows(copy, readings) <= 4000
+        finally:
+            copy.close()
+    finally:
+        store.close()
