@@ -96,16 +96,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sim.engine import SIM_STRATEGIES, run_scenario
-    from sim.outputs import write_outputs
+    from sim.engine import SIM_STRATEGIES
+    from sim.outputs import run_and_write
     from sim.scenario import load_scenario
 
     if args.strategy not in SIM_STRATEGIES:
         raise UserError(f"--strategy: unknown {args.strategy!r}; use one of {', '.join(SIM_STRATEGIES)}")
     sc = load_scenario(args.scenario)
     bar = ProgressBar(f"{args.strategy:>12}", quiet=args.json or not sys.stderr.isatty())
-    res = run_scenario(sc, args.strategy, progress=bar)
-    kpis = write_outputs(args.out, res)
+    _, kpis = run_and_write(sc, args.strategy, args.out, progress=bar)
     if args.json:
         print(json.dumps(kpis, ensure_ascii=False))
     else:

@@ -45,9 +45,8 @@ def _init_worker(counters: list) -> None:
 
 def run_strategy(scenario_path: Path, strategy: str, out: Path, slot: int = -1) -> StrategyRun:
     """Simulate one strategy and write its outputs into `out/<strategy>/` (runs in a worker process)."""
-    from sim.engine import run_scenario
     from sim.kpis import site_series
-    from sim.outputs import write_outputs
+    from sim.outputs import run_and_write
 
     sc = load_scenario(scenario_path)
 
@@ -55,8 +54,7 @@ def run_strategy(scenario_path: Path, strategy: str, out: Path, slot: int = -1) 
         if 0 <= slot < len(_progress):
             _progress[slot].value = done
 
-    res = run_scenario(sc, strategy, progress=progress)
-    kpis = write_outputs(out / strategy, res)
+    res, kpis = run_and_write(sc, strategy, out / strategy, progress=progress)
     _, _, total, _ = site_series(sc, res.sched_step, res.sched_pile, res.sched_kw)
     return StrategyRun(kpis=kpis, total_kw=total, limit_kw=res.limit_kw)
 

@@ -18,12 +18,14 @@ import numpy as np
 from controller.decision import Controller, SiteLimits
 from controller.gridlink import DispatchLimits
 from scheduler.model import Snapshot
-from sim.physics import SitePhysics
+from sim.physics import PlugTimeline, SitePhysics
 from sim.scenario import Scenario
 
 OFFLINE = "offline"
 SIM_STRATEGIES = ("uncontrolled", "fairshare", "edf", "llf", "mpc", OFFLINE)
 PROGRESS_EVERY = 60  # steps between progress reports
+ROWS_EVERY = 1440  # steps between handing schedule rows on
+RowsFn = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 
 @dataclass
@@ -31,7 +33,7 @@ class RunResult:
     scenario: Scenario
     strategy: str
     limit_kw: np.ndarray  # (n_steps,) tightest import limit in force
-    sched_step: np.ndarray  # one row per session per step it was plugged in, by step then session
+    sched_step: np.ndarray  # one row per session per step it was plugged in, by step then pile
     sched_session: np.ndarray
     sched_pile: np.ndarray
     sched_kw: np.ndarray  # average power the session drew in the step
@@ -107,39 +109,49 @@ class PiecewiseDispatch:
         return hit
 
 
+def schedule_row_count(sc: Scenario) -> int:
+    """Rows of the schedule: a session has one for every step starting inside [arrival, departure)."""
+    arr = np.array([s.arrival_s for s in sc.sessions], dtype=np.int64)
+    dep = np.array([s.departure_s for s in sc.sessions], dtype=np.int64)
+    return int((-(-dep // sc.step_s) - -(-arr // sc.step_s)).sum())
+
+
 class ScheduleRows:
     """The rows of schedule.csv, filled step by step into arrays sized for the whole run."""
 
     def __init__(self, sc: Scenario) -> None:
-        # a session has a row for every step starting inside [arrival, departure)
-        arr = np.array([s.arrival_s for s in sc.sessions], dtype=np.int64)
-        dep = np.array([s.departure_s for s in sc.sessions], dtype=np.int64)
-        n_rows = int((-(-dep // sc.step_s) - -(-arr // sc.step_s)).sum())
+        n_rows = schedule_row_count(sc)
         self.step = np.zeros(n_rows, dtype=np.int32)
         self.session = np.zeros(n_rows, dtype=np.int32)
         self.pile = np.zeros(n_rows, dtype=np.int32)
         self.kw = np.zeros(n_rows)
         self.n = 0
+        self.flushed = 0
 
     def add(self, k: int, active: np.ndarray, kw: np.ndarray) -> None:
-        """The step's row for every plugged-in session, in session order."""
+        """The step's row for every plugged-in session, in pile order."""
         piles = np.flatnonzero(active >= 0)
-        if not piles.size:
-            return
-        sess = active[piles]
-        if piles.size > 1:
-            o = np.argsort(sess, kind="stable")
-            piles, sess = piles[o], sess[o]
         a, b = self.n, self.n + piles.size
         self.step[a:b] = k
-        self.session[a:b] = sess
+        self.session[a:b] = active[piles]
         self.pile[a:b] = piles
         self.kw[a:b] = kw[piles]
         self.n = b
 
+    def flush(self, on_rows: RowsFn | None) -> None:
+        """Hand the rows added since the last flush to `on_rows` (step, session, kW), if any."""
+        if on_rows is not None and self.n > self.flushed:
+            a, b = self.flushed, self.n
+            on_rows(self.step[a:b], self.session[a:b], self.kw[a:b])
+            self.flushed = b
 
-def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], None] | None = None) -> RunResult:
-    """Simulate `sc` under `strategy`; the offline yardstick is solved over the whole scenario."""
+
+def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], None] | None = None,
+                 on_rows: RowsFn | None = None) -> RunResult:
+    """Simulate `sc` under `strategy`; the offline yardstick is solved over the whole scenario.
+
+    `on_rows` receives the schedule rows (step, session, kW; by step then pile) as they become
+    final, a block every `ROWS_EVERY` steps."""
     t_wall = time.perf_counter()
     phys = SitePhysics(sc)
     n_steps, n = sc.n_steps, phys.piles.n
@@ -165,9 +177,10 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
         limit_kw[:] = np.minimum(sc.site.limit_kw, d.site_import_max_kw)
     else:
         controller = make_controller(sc, strategy, phys)
+    plugs = PlugTimeline(phys)
     for k in range(n_steps):
         t_s = k * sc.step_s
-        active = phys.active_sessions(t_s)
+        active = plugs.at(t_s)
         if schedule is not None:
             phys.setpoint_kw = np.where(active >= 0, schedule[np.maximum(active, 0), k], 0.0)
         else:
@@ -191,6 +204,9 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
         rows.add(k, act, e / dt_h)
         if progress is not None and (k % PROGRESS_EVERY == 0 or k == n_steps - 1):
             progress(k + 1, n_steps)
+        if k % ROWS_EVERY == ROWS_EVERY - 1:
+            rows.flush(on_rows)
+    rows.flush(on_rows)
     m = rows.n
     return RunResult(
         scenario=sc, strategy=strategy, limit_kw=limit_kw,

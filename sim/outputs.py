@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from sim.engine import RunResult
+from sim.engine import RunResult, run_scenario, schedule_row_count
 from sim.kpis import compute_kpis, site_series
 from sim.scenario import Scenario
+from sim.schedule_csv import SCHEDULE_HEADER, ScheduleStream, ScheduleText
 
 TIMESERIES_HEADER = ["t_s", "base_kw", "ev_kw", "total_kw", "limit_kw", "import_price"]
-SCHEDULE_HEADER = ["t_s", "session_id", "pile_id", "kw"]
 TIMESERIES_FMT = ["%d", "%.3f", "%.3f", "%.3f", "%.3f", "%.4f"]
-ROW_CHUNK = 500_000  # rows formatted at a time
+ROW_CHUNK = 500_000  # timeseries rows formatted at a time
+STREAM_MIN_ROWS = 2_000_000  # from this many schedule rows on, schedule.csv is written while the run goes on
 
 
 def result_kpis(res: RunResult) -> dict:
@@ -33,27 +36,26 @@ def write_timeseries(path: Path, sc: Scenario, res: RunResult) -> None:
 
 
 def schedule_order(sc: Scenario, res: RunResult) -> np.ndarray | None:
-    """Row order by step then session, or None when the rows are in that order already."""
-    key = res.sched_step.astype(np.int64) * max(len(sc.sessions), 1) + res.sched_session
+    """Row order by step then pile, or None when the rows are in that order already."""
+    key = res.sched_step.astype(np.int64) * max(len(sc.piles), 1) + res.sched_pile
     if key.size < 2 or bool((key[1:] >= key[:-1]).all()):
         return None
     return np.argsort(key, kind="stable")
 
 
+def schedule_text(sc: Scenario) -> ScheduleText:
+    return ScheduleText(sc.step_s, sc.n_steps, [(s.id, s.pile) for s in sc.sessions])
+
+
 def write_schedule(path: Path, sc: Scenario, res: RunResult) -> None:
-    """One row per session per step it was plugged in, by step then session, a chunk of rows at a time."""
-    step_prefix = np.array([f"{int(t)}," for t in sc.step_times_s()], dtype=object)
-    # a session stays on its pile: "session_id,pile_id," is one string per session
-    session_prefix = np.array([f"{s.id},{s.pile}," for s in sc.sessions], dtype=object)
+    """One row per session per step it was plugged in, by step then pile."""
     order = schedule_order(sc, res)
+    step, session, kw = res.sched_step, res.sched_session, res.sched_kw
+    if order is not None:
+        step, session, kw = step[order], session[order], kw[order]
     with path.open("w", newline="") as f:
         f.write(",".join(SCHEDULE_HEADER) + "\n")
-        for a in range(0, res.sched_kw.size, ROW_CHUNK):
-            rows = slice(a, a + ROW_CHUNK) if order is None else order[a:a + ROW_CHUNK]
-            kw = res.sched_kw[rows]
-            kw_text = np.fromiter(map("%.4f\n".__mod__, kw.tolist()), dtype=object, count=kw.size)
-            lines = step_prefix[res.sched_step[rows]] + session_prefix[res.sched_session[rows]] + kw_text
-            f.write("".join(lines.tolist()))
+        schedule_text(sc).write(f, step, session, kw)
 
 
 def read_schedule(path: Path, sc: Scenario) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -71,8 +73,8 @@ def read_schedule(path: Path, sc: Scenario) -> tuple[np.ndarray, np.ndarray, np.
             np.array(kw, dtype=float))
 
 
-def write_outputs(out: Path, res: RunResult, kpis: dict | None = None) -> dict:
-    """Write every output of a run into `out`; return the KPIs."""
+def write_outputs(out: Path, res: RunResult, kpis: dict | None = None, schedule: bool = True) -> dict:
+    """Write every output of a run into `out` (schedule.csv unless `schedule` is False); return the KPIs."""
     from sim.report import write_report
 
     out.mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,27 @@ def write_outputs(out: Path, res: RunResult, kpis: dict | None = None) -> dict:
     kpis = kpis or result_kpis(res)
     (out / "kpis.json").write_text(json.dumps(kpis, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_timeseries(out / "timeseries.csv", sc, res)
-    write_schedule(out / "schedule.csv", sc, res)
+    if schedule:
+        write_schedule(out / "schedule.csv", sc, res)
     write_report(out, sc, res, kpis)
     return kpis
+
+
+def run_and_write(sc: Scenario, strategy: str, out: Path,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[RunResult, dict]:
+    """Simulate and write every output into `out`; a long run's schedule.csv is written by another process
+    while the simulation goes on."""
+    out.mkdir(parents=True, exist_ok=True)
+    if schedule_row_count(sc) < STREAM_MIN_ROWS:
+        res = run_scenario(sc, strategy, progress=progress)
+        return res, write_outputs(out, res)
+    stream = ScheduleStream(out / "schedule.csv", sc.step_s, sc.n_steps, [(s.id, s.pile) for s in sc.sessions])
+    try:
+        res = run_scenario(sc, strategy, progress=progress, on_rows=stream.send)
+        kpis = write_outputs(out, res, schedule=False)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            stream.close()
+        raise
+    stream.close()
+    return res, kpis

@@ -86,6 +86,7 @@ class SitePhysics:
         self._carmax_ext = np.append(self.s_carmax, np.inf)
         self._n_advanced = 0  # how many times the cars' energy changed (invalidates `_cars`)
         self._cars_memo: tuple[np.ndarray, int, CarState] | None = None
+        self._known_memo: tuple[np.ndarray, float, dict] | None = None
 
     # ---- who is plugged in ---------------------------------------------------------
     def active_sessions(self, t_s: float) -> np.ndarray:
@@ -167,27 +168,80 @@ class SitePhysics:
 
     # ---- the sessions as a controller would know them ------------------------------
     def known_sessions(self, t_s: float, epoch0: float, active: np.ndarray | None = None) -> Sessions:
-        """Sessions plugged in now, with their declared departure and energy (as booked)."""
+        """Sessions plugged in now, with their declared departure and energy (as booked).
+
+        What the bookings say is kept (read-only) while the same `active` array is passed in;
+        only the energy delivered is new every time."""
         active = self.active_sessions(t_s) if active is None else active
-        has = active >= 0
-        i = self._index(active)
-        return Sessions(
-            active=has,
-            ids=tuple(self._ids_ext[i].tolist()),
-            arrival_s=self._arr_ext[i] + epoch0,
-            departure_s=self._dep_ext[i] + epoch0,
-            energy_requested_kwh=self._req_ext[i],
-            energy_delivered_kwh=self.delivered_now_kwh(active),
-            battery_kwh=self._bat_ext[i],
-            soc_arrival=self._soc0_ext[i],
-            min_soc=self._minsoc_ext[i],
-            v2g=self._v2g_ext[i],
-            urgent=self._urgent_ext[i],
-            car_max_kw=self._carmax_ext[i],
-        )
+        memo = self._known_memo
+        if memo is None or memo[0] is not active or memo[1] != epoch0:
+            i = self._index(active)
+            booked = {
+                "active": active >= 0,
+                "ids": tuple(self._ids_ext[i].tolist()),
+                "arrival_s": self._arr_ext[i] + epoch0,
+                "departure_s": self._dep_ext[i] + epoch0,
+                "energy_requested_kwh": self._req_ext[i],
+                "battery_kwh": self._bat_ext[i],
+                "soc_arrival": self._soc0_ext[i],
+                "min_soc": self._minsoc_ext[i],
+                "v2g": self._v2g_ext[i],
+                "urgent": self._urgent_ext[i],
+                "car_max_kw": self._carmax_ext[i],
+            }
+            for v in booked.values():
+                if isinstance(v, np.ndarray):
+                    v.flags.writeable = False
+            memo = self._known_memo = (active, epoch0, booked)
+        return Sessions(energy_delivered_kwh=self.delivered_now_kwh(active), **memo[2])
 
     def deliverable_kwh(self) -> np.ndarray:
         """The most each session's pile and car could physically deliver in its window."""
         rate = np.minimum(self.piles.max_kw[self.s_pile], self.s_carmax)
         soc_room = (1.0 - self.s_soc0) * self.s_bat
         return np.minimum(rate * (self.s_dep - self.s_arr) / 3600.0, soc_room)
+
+
+class PlugTimeline:
+    """Who is plugged in where, for a run that only moves forward in time.
+
+    Gives what `SitePhysics.active_sessions(t_s)` gives, from the arrivals and departures
+    since the previous call instead of a search: the same array object while nobody comes
+    or goes, a new one when somebody does (so an array handed out never changes).
+    """
+
+    def __init__(self, phys: SitePhysics) -> None:
+        self._pile = phys.s_pile.tolist()
+        self._arr = phys.s_arr.tolist()
+        self._dep = phys.s_dep.tolist()
+        self._by_arrival = np.argsort(phys.s_arr, kind="stable").tolist()
+        self._by_departure = np.argsort(phys.s_dep, kind="stable").tolist()
+        self._next_arrival = self._next_departure = 0
+        self._t_s = -np.inf
+        self.active = np.full(phys.piles.n, -1, dtype=np.int64)
+
+    def at(self, t_s: float) -> np.ndarray:
+        if t_s < self._t_s:
+            raise ValueError(f"the timeline only moves forward ({t_s} s after {self._t_s} s)")
+        self._t_s = t_s
+        active = self.active
+        leaving, coming = [], []
+        by_dep, by_arr = self._by_departure, self._by_arrival
+        while self._next_departure < len(by_dep) and self._dep[by_dep[self._next_departure]] <= t_s:
+            s = by_dep[self._next_departure]
+            if active[self._pile[s]] == s:  # a visit between two calls was never plugged in here
+                leaving.append(s)
+            self._next_departure += 1
+        while self._next_arrival < len(by_arr) and self._arr[by_arr[self._next_arrival]] <= t_s:
+            s = by_arr[self._next_arrival]
+            if self._dep[s] > t_s:
+                coming.append(s)
+            self._next_arrival += 1
+        if leaving or coming:
+            active = active.copy()
+            for s in leaving:
+                active[self._pile[s]] = -1
+            for s in coming:
+                active[self._pile[s]] = s
+            self.active = active
+        return self.active
