@@ -84,6 +84,9 @@ class Daemon:
         """Open sessions and the recent household load, from the database."""
         if self.store is None:
             return
+        if not self.store.migrated:  # the database is away: start without it, the store catches up later
+            log.error("database unavailable at start (%s): no sessions or history restored", self.store.last_error)
+            return
         st = self.store.load_state(STATE_KEY)
         if st:
             self.loop.tracker.restore(st.get("sessions", {}))

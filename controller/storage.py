@@ -238,7 +238,7 @@ class Store:
     def _try_migrate(self) -> bool:
         try:
             database.upgrade(self.engine)
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # unreachable, or a schema this version does not know: control goes on
             self._failed(exc, "schema upgrade")
             return False
         self.migrated = True

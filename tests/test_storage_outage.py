@@ -106,3 +106,24 @@ async def test_postgresql_unreachable_for_60_ticks(pg_schema, queue_size: int):
         await run.close()
         gate.shutdown()
         gc.collect()  # connections cut by the gate are finalised here, not inside a later ast.parse (CPython 3.11)
+
+
+async def test_postgresql_unreachable_at_start(pg_schema):
+    gate = TcpGate(5432)
+    gate.close_gate()
+    sc = small_site(n_piles=4, base_kw=100.0, limit_kw=130.0)
+    run = await start_run(sc, pg_schema.url(port=gate.port), budget_ms=150.0)
+    try:
+        store = run.daemon.store
+        assert not store.migrated and not store.db_ok
+        await run.tick(10)  # control does not wait for the database
+        assert run.ev_setpoints_kw.sum() > 20.0 and "storage_down" in run.link.kinds()
+        gate.open_gate()
+        assert store.flush(30.0) and store.migrated
+        await run.tick(1)
+        assert "storage_restored" in run.link.kinds()
+        assert store.flush(10.0) and count(run, readings) == 11
+    finally:
+        await run.close()
+        gate.shutdown()
+        gc.collect()
