@@ -24,6 +24,7 @@ import numpy as np
 from scheduler import heuristics
 from scheduler.deadband import DeadbandState, Headroom, to_setpoints
 from scheduler.forecast import BaseLoadForecaster
+from scheduler.lp_warm import WarmStart
 from scheduler.model import HardLimits, Plan, PlanInput, Snapshot
 from scheduler.planner import plan_mpc
 
@@ -62,6 +63,7 @@ class RollingPlanner:
         self.plan_step_end_s = np.zeros(0)
         self.plan_sessions: tuple[str | None, ...] = ()
         self.deadband: DeadbandState | None = None
+        self.warm = WarmStart()  # the last basis: the next solve starts from it (one solve at a time)
         self.last_tick_s: float | None = None
         self.plans = 0
         self.fallbacks = 0
@@ -136,7 +138,7 @@ class RollingPlanner:
             log.warning("planner fell back to least-laxity-first: %s", plan.status)
 
     def _solve(self, inp: PlanInput) -> Plan:
-        return plan_mpc(inp, time_limit_ms=self.cfg.time_limit_ms)
+        return plan_mpc(inp, time_limit_ms=self.cfg.time_limit_ms, warm=self.warm)
 
     # ---- every tick ----------------------------------------------------------------------
     def setpoints(self, snap: Snapshot, limits: HardLimits, ctl: Controller) -> tuple[np.ndarray, Plan | None, bool]:
@@ -171,8 +173,14 @@ class RollingPlanner:
             self.deadband = DeadbandState(ctl.piles.n)
         dt_s = ctl.tick_s if self.last_tick_s is None else min(max(snap.t_s - self.last_tick_s, 0.0), 10 * ctl.tick_s)
         self.last_tick_s = snap.t_s
-        sp = to_setpoints(plan_kw, ctl.piles, snap.sessions.ids, Headroom.of(step), dt_s or ctl.tick_s,
-                          self.deadband, online=step.pile_online)
+        s = snap.sessions
+        tick_s = dt_s or ctl.tick_s
+        leave_s = np.where(s.active, s.departure_s - snap.t_s, np.inf)
+        # a car still plugged in after its declared departure stays for the whole tick
+        presence = np.where(leave_s > 0, np.clip(leave_s / tick_s, 0.0, 1.0), 1.0)
+        sp = to_setpoints(plan_kw, ctl.piles, s.ids, Headroom.of(step), tick_s, self.deadband,
+                          online=step.pile_online, presence=presence, leave_s=np.maximum(leave_s, 0.0),
+                          car_max_kw=s.car_max_kw)
         return sp, self.plan, planned
 
     @staticmethod
