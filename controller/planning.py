@@ -45,13 +45,33 @@ class PlanningConfig:
     threaded: bool = False  # solve in a worker thread (daemon) or inline (simulation)
 
 
-def step_grid(t0_s: float, horizon_s: float, step_s: float) -> np.ndarray:
-    """Step lengths from t0: a first step to the next step boundary, then whole steps."""
+DISPATCH_SAMPLE_S = 60.0  # resolution at which the horizon is searched for dispatch changes
+
+
+def step_grid(t0_s: float, horizon_s: float, step_s: float, breaks_s: np.ndarray | None = None) -> np.ndarray:
+    """Step lengths from t0: a first step to the next step boundary, then whole steps; every
+    time in `breaks_s` (where a dispatch command starts, changes or ends) also starts a step."""
     first = step_s - (t0_s % step_s)
     if first < 0.25 * step_s:  # too short to be worth a step of its own
         first += step_s
     n_rest = max(0, int(np.ceil((horizon_s - first) / step_s)))
-    return np.concatenate([[first], np.full(n_rest, step_s)])
+    edges = t0_s + np.concatenate([[0.0], first + step_s * np.arange(n_rest + 1)])
+    edges = edges[edges < t0_s + horizon_s + step_s]
+    if breaks_s is not None and breaks_s.size:
+        inside = breaks_s[(breaks_s > t0_s) & (breaks_s < edges[-1])]
+        edges = np.unique(np.concatenate([edges, inside]))
+    return np.diff(edges)
+
+
+def dispatch_breaks(ctl: Controller, t0_s: float, horizon_s: float) -> np.ndarray:
+    """Times (epoch s) within the horizon where what dispatch asks for changes."""
+    t = t0_s + DISPATCH_SAMPLE_S * np.arange(int(horizon_s // DISPATCH_SAMPLE_S) + 1)
+    d = ctl.dispatch(t)
+    cols = np.stack([d.site_import_max_kw, d.site_export_max_kw, d.ev_import_max_kw, d.ev_export_max_kw,
+                     d.setpoint_kw])
+    cols = np.where(np.isnan(cols), -1e18, np.where(np.isinf(cols), 1e18, cols))
+    change = np.flatnonzero((np.diff(cols, axis=1) != 0).any(axis=0)) + 1
+    return t[change]
 
 
 class RollingPlanner:
@@ -62,6 +82,7 @@ class RollingPlanner:
         self.plan_t0_s = 0.0
         self.plan_step_end_s = np.zeros(0)
         self.plan_sessions: tuple[str | None, ...] = ()
+        self.plan_commands: tuple[str, ...] = ()
         self.deadband: DeadbandState | None = None
         self.warm = WarmStart()  # the last basis: the next solve starts from it (one solve at a time)
         self.last_tick_s: float | None = None
@@ -83,7 +104,8 @@ class RollingPlanner:
 
     # ---- the plan's input --------------------------------------------------------------
     def plan_input(self, snap: Snapshot, ctl: Controller) -> PlanInput:
-        steps = step_grid(snap.t_s, self.cfg.horizon_s, self.cfg.step_s)
+        steps = step_grid(snap.t_s, self.cfg.horizon_s, self.cfg.step_s,
+                          dispatch_breaks(ctl, snap.t_s, self.cfg.horizon_s))
         starts = snap.t_s + np.concatenate([[0.0], np.cumsum(steps)[:-1]])
         ends = starts + steps
         base, base_phase = self.forecaster.forecast(ends, steps)
@@ -120,15 +142,17 @@ class RollingPlanner:
         )
 
     # ---- when to plan ------------------------------------------------------------------
-    def _due(self, snap: Snapshot) -> bool:
+    def _due(self, snap: Snapshot, commands: tuple[str, ...]) -> bool:
         if self.plan is None:
             return True
         if snap.t_s - self.plan_t0_s >= self.cfg.period_s or snap.t_s >= self.plan_step_end_s[-1]:
             return True
-        return tuple(snap.sessions.ids) != self.plan_sessions  # a car came or went
+        # a car came or went, or the grid's commands in force changed
+        return tuple(snap.sessions.ids) != self.plan_sessions or commands != self.plan_commands
 
-    def _adopt(self, plan: Plan, inp: PlanInput) -> None:
+    def _adopt(self, plan: Plan, inp: PlanInput, commands: tuple[str, ...]) -> None:
         self.plan = plan
+        self.plan_commands = commands
         self.plan_t0_s = inp.t0_s
         self.plan_step_end_s = inp.step_end_s
         self.plan_sessions = tuple(inp.sessions.ids)
@@ -147,21 +171,23 @@ class RollingPlanner:
         self.forecaster.observe(snap.t_s, snap.base_kw + fixed.sum(),
                                 snap.base_phase_kw(ctl.piles.phase_share) + fixed @ ctl.piles.phase_share)
         planned = False
+        commands = tuple(ctl.dispatch(np.array([snap.t_s])).active_command_ids)
         if self._pending is not None and self._pending.done():
-            plan, inp = self._pending.result()
+            plan, inp, cmds = self._pending.result()
             self._pending = None
-            self._adopt(plan, inp)
+            self._adopt(plan, inp, cmds)
             planned = True
-        if self._due(snap) and self._pending is None:
+        if self._due(snap, commands) and self._pending is None:
             inp = self.plan_input(snap, ctl)
             if self._pool is None:
-                self._adopt(self._solve(inp), inp)
+                self._adopt(self._solve(inp), inp, commands)
                 planned = True
             else:
-                self._pending = self._pool.submit(lambda i=inp: (self._solve(i), i))
-                if self.plan is None or tuple(snap.sessions.ids) != self.plan_sessions:
+                self._pending = self._pool.submit(lambda i=inp, c=commands: (self._solve(i), i, c))
+                if self.plan is None or tuple(snap.sessions.ids) != self.plan_sessions or \
+                        commands != self.plan_commands:
                     # nothing valid to follow yet: this tick is planned by the fallback
-                    self._adopt(self._tick_fallback(snap, limits, ctl), inp)
+                    self._adopt(self._tick_fallback(snap, limits, ctl), inp, commands)
         step = ctl.single_step_input(snap, limits)
         if self.plan is None or self.plan.fallback:
             plan_kw = heuristics.llf(step).first_kw
