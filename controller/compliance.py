@@ -22,7 +22,7 @@ OBEYS = "pile_obeys_setpoint"
 class ComplianceWatch:
     ids: tuple[str, ...]
     tolerance_kw: float = 0.7
-    ignore_ticks: int = 5
+    ignore_ticks: int = 10
     bad: np.ndarray = field(init=False)
     good: np.ndarray = field(init=False)
     flagged: np.ndarray = field(init=False)

@@ -30,6 +30,7 @@ from drivers.failsafe import FailsafeKeeper, safe_kw
 log = logging.getLogger(__name__)
 
 FORECAST_HISTORY_S = 14 * 86400.0  # household load read back at start for the forecast
+CONNECT_TIMEOUT_S = 3.0  # the first read of every device, before the loop starts
 
 __all__ = ["STATE_KEY", "Daemon", "make_controller", "run_site", "site_limits"]
 
@@ -135,9 +136,17 @@ class Daemon:
             log.warning("%s", w)
         self.loop.failsafe = keeper
 
+    async def connect_devices(self) -> None:
+        """Open every device connection before the first tick: a tick's timeouts are meant for
+        answers, not for TCP handshakes and serial port setup."""
+        r = await self.io.read_all(CONNECT_TIMEOUT_S)
+        if r.errors:
+            log.warning("%d of %d devices did not answer at start", len(r.errors), len(self.io.piles) + 1)
+
     async def run(self, stop: asyncio.Event, until_s: float | None = None) -> None:
         await self.link.start()
         try:
+            await self.connect_devices()
             await self.program_failsafe()
             await self.loop.run(stop, until_s)
         finally:

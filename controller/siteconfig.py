@@ -169,7 +169,7 @@ class ControlSection(_Section):
     meter_grace_s: float = Field(default=5.0, ge=0)
     safe_mode_exit_ticks: int = Field(default=30, ge=1)  # healthy ticks in a row before safe mode ends
     pile_tolerance_kw: float = Field(default=0.7, gt=0)  # a pile above its setpoint by more is not obeying
-    pile_ignore_ticks: int = Field(default=5, ge=1)  # ...for this many ticks in a row: alarm
+    pile_ignore_ticks: int = Field(default=10, ge=1)  # ...for this many ticks in a row: alarm (cars may take 5 s)
 
 
 class TariffPeriod(_Section):

@@ -15,7 +15,6 @@ tell the loop when to raise an alarm. Old rows are pruned by retention window.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import Table, delete, insert, select
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from controller import database
 from controller.db_schema import (
@@ -39,6 +38,7 @@ from controller.db_schema import (
     setpoints,
     state,
 )
+from controller.db_values import finite, is_outage, plain_json, session_row
 from controller.downsample import Bucket
 from controller.gridlink import TickReport
 from controller.sessions import Session
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 10.0  # longest wait between attempts while the database is down
 PRUNE_EVERY_S = 600.0  # data time between retention passes
+MAX_BATCH_ROWS = 500  # a backlog is written in batches this size, with pauses for the control loop
+BACKLOG_PAUSE_S = 0.02
 KEYS = {state: "key", sessions: "id"}  # upserted tables and their key column
 PILE_ROW_S = 60.0  # an unchanged pile gets a setpoints row this often
 PILE_ROW_DELTA_KW = 0.3  # ...and at once when its setpoint or power moves by more
@@ -69,13 +71,6 @@ class History:
     t_s: np.ndarray
     base_kw: np.ndarray
     base_phase_kw: np.ndarray  # (n, 3)
-
-
-def session_row(s: Session, t_s: float, ended: bool) -> dict:
-    return {"id": s.id, "pile_id": s.pile_id, "arrival_s": s.arrival_s, "departure_s": s.departure_s,
-            "ended_s": t_s if ended else None, "energy_requested_kwh": s.energy_requested_kwh,
-            "energy_delivered_kwh": s.delivered_kwh, "v2g": int(s.v2g), "urgent": int(s.urgent),
-            "booked": int(s.booked), "state": "closed" if ended else s.state, "updated_s": t_s}
 
 
 class Store:
@@ -150,9 +145,9 @@ class Store:
         ph = r.phase_kw or (None, None, None)
         bp = (None, None, None) if base_phase_kw is None else tuple(float(x) for x in base_phase_kw)  # type: ignore
         values = (r.total_kw, r.base_kw, r.ev_kw, ph[0], ph[1], ph[2], bp[0], bp[1], bp[2])
-        row = {"t_s": r.t_s, "limit_kw": _finite(r.limit_kw), "tick_ms": r.tick_ms, "meter_ok": int(meter_ok)}
+        row = {"t_s": r.t_s, "limit_kw": finite(r.limit_kw), "tick_ms": r.tick_ms, "meter_ok": int(meter_ok)}
         row.update(zip(("total_kw", "base_kw", "ev_kw", "l1_kw", "l2_kw", "l3_kw", "base_l1_kw", "base_l2_kw",
-                        "base_l3_kw"), (_finite(v) for v in values), strict=True))
+                        "base_l3_kw"), (finite(v) for v in values), strict=True))
         self._put(self._bulk, readings, row, True)
         self.latest_t_s = max(self.latest_t_s, r.t_s)
         for bucket, table in ((self._minute, readings_1m), (self._quarter, readings_15m)):
@@ -253,12 +248,15 @@ class Store:
         self.write_failures += 1
 
     def _take(self) -> tuple[list, list, list]:
+        """The next batch: every vital row, then up to MAX_BATCH_ROWS of the others (oldest first)."""
         with self._lock:
-            out = list(self._vital), list(self._keep), list(self._bulk)
+            vital = list(self._vital)
             self._vital.clear()
-            self._keep.clear()
-            self._bulk.clear()
-        return out
+            room = max(0, MAX_BATCH_ROWS - len(vital))
+            keep = [self._keep.popleft() for _ in range(min(room, len(self._keep)))]
+            room -= len(keep)
+            bulk = [self._bulk.popleft() for _ in range(min(room, len(self._bulk)))]
+        return vital, keep, bulk
 
     def _put_back(self, vital: list, keep: list, bulk: list) -> None:
         """A failed batch goes back in front of what arrived meanwhile (bounded queues stay bounded)."""
@@ -352,7 +350,9 @@ class Store:
             wait_s = self.flush_s if ok else min(RETRY_MAX_S, max(self.flush_s, wait_s * 2))
             if ok and self.depth == 0:
                 self._idle.set()
-            if stopping:
+            elif ok:
+                wait_s = BACKLOG_PAUSE_S  # catching up after an outage: the next batch soon
+            if stopping and (not ok or self.depth == 0):
                 return
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -374,30 +374,6 @@ class Store:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout_s)
+        if self.depth:
+            log.error("%d rows not written at shutdown (database unavailable: %s)", self.depth, self.last_error)
         self.engine.dispose()
-
-
-def plain_json(value: object) -> object:
-    """JSON any database takes: NaN and infinities become null, other objects their str()."""
-
-    def clean(v: object) -> object:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [clean(x) for x in v]
-        return v
-
-    return clean(json.loads(json.dumps(value, default=str)))
-
-
-def is_outage(exc: Exception) -> bool:
-    """A database that cannot be reached or written (retry later), not a row it refuses."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
-def _finite(v: float | None) -> float | None:
-    return v if v is not None and math.isfinite(v) else None
