@@ -116,6 +116,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     has_sp = np.isfinite(g.setpoint_kw)
     ub[col["dp"]] = np.where(has_sp, INF, 0.0)
     ub[col["dm"]] = np.where(has_sp, INF, 0.0)
+    lb[col["P"]] = max(float(g.peak_floor_kw), 0.0)
 
     # ---- objective ----------------------------------------------------------------------------
     early = _urgent_prefix(s, sess, step, dt, frac)

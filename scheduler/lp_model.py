@@ -42,6 +42,7 @@ class LpGrid:
     wear_yuan_per_kwh: float = 0.05
     step_key: np.ndarray | None = None  # (H,) stable id of each step across solves (e.g. its end time, s)
     peak_base_kw: np.ndarray | None = None  # (H,) household load at its highest within each step (coarse steps)
+    peak_floor_kw: float = 0.0  # the peak already reached today: going up to it costs nothing more
 
     @property
     def horizon(self) -> int:

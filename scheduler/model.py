@@ -113,6 +113,7 @@ class PlanInput:
     sessions: Sessions
     pile_online: np.ndarray  # (n,) bool: reachable and controllable this tick
     wear_yuan_per_kwh: float = 0.05  # battery wear per discharged kWh (V2G)
+    peak_floor_kw: float = 0.0  # highest total load already measured in the past day (the peak to beat)
 
     @property
     def horizon(self) -> int:

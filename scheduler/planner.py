@@ -48,6 +48,7 @@ def grid_from_input(inp: PlanInput) -> LpGrid:
         phase_share=inp.piles.phase_share,
         wear_yuan_per_kwh=float(inp.wear_yuan_per_kwh),
         step_key=np.round(inp.step_end_s).astype(np.int64) % (1 << 32),
+        peak_floor_kw=float(inp.peak_floor_kw),
     )
 
 

@@ -179,3 +179,18 @@ def test_finer_first_step():
     plan = plan_mpc(inp, 5000.0)
     assert plan.status == "optimal"
     assert float(plan.power_kw[0] @ (inp.step_s / 3600.0)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_peak_already_reached_today_is_not_worth_shaving_below():
+    # 10 kWh for one car over two steps; the first step is cheap but its household load is higher
+    site = Site(base_kw=[60, 50], cars=[Car(0, 10, 2, max_kw=10)], pile_max_kw=10, price=[0.3, 0.6])
+    _, plan = solve(site)
+    # nothing known of today's peak: shaving wins, the car charges in the lower second step
+    assert plan.power_kw[0, 1] > plan.power_kw[0, 0]
+    shaved = plan.power_kw[0].copy()
+    # the meter already saw 100 kW today: staying below that costs nothing, so the cheap step takes
+    # most of it (only the valley-filling spread keeps a little in the second)
+    site.extra = {"peak_floor_kw": 100.0}
+    _, plan = solve(site)
+    assert plan.power_kw[0, 0] > plan.power_kw[0, 1]
+    assert plan.power_kw[0, 0] > shaved[0] + 3.0
