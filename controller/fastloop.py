@@ -99,7 +99,8 @@ class FastLoop:
     def alarm(self, kind: str, message: str, **fields: object) -> None:
         """An event for the grid (`GridLink.event`), the events table and the log."""
         routine = kind.startswith("session_") or kind == "car_full" or kind.endswith(ROUTINE_SUFFIXES)
-        log.log(logging.INFO if routine else logging.WARNING, "%s: %s", kind, message)
+        extra = {"kind": kind, **{k: fields[k] for k in ("pile", "device") if k in fields}}
+        log.log(logging.INFO if routine else logging.WARNING, "%s: %s", kind, message, extra=extra)
         try:
             self.link.event(kind, message, **fields)
         except Exception:

@@ -109,3 +109,6 @@ def test_json_lines_log_format():
     rec = logging.LogRecord("controller.fastloop", logging.WARNING, __file__, 1, "tick took %.1f ms", (212.34,), None)
     obj = json.loads(JsonLines().format(rec))
     assert obj["level"] == "warning" and obj["msg"] == "tick took 212.3 ms" and obj["logger"] == "controller.fastloop"
+    rec.kind, rec.pile = "pile_ignores_setpoint", "P07"  # what `FastLoop.alarm` adds to its records
+    obj = json.loads(JsonLines().format(rec))
+    assert obj["kind"] == "pile_ignores_setpoint" and obj["pile"] == "P07"
