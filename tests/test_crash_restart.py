@@ -8,9 +8,11 @@ site config; `youxu run` controls them, talks to a Mosquitto broker and keeps SQ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,8 +37,8 @@ CST = timezone(timedelta(hours=8))
 N_PILES = 6
 
 
-def spawn(args: list[str], log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+def spawn(args: list[str], log: Path, **extra_env: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra_env)
     out = open(log, "ab")  # noqa: SIM115 - the process keeps it
     return subprocess.Popen([sys.executable, "-m", "controller.cli", *args], stdout=out, stderr=subprocess.STDOUT,
                             env=env, cwd=log.parent)
@@ -136,7 +138,11 @@ def test_kill_9_and_restart_lose_nothing(site_files, grid_client: GridClient, tm
         daemon.send_signal(signal.SIGKILL)  # kill -9: no shutdown, no final save
         assert daemon.wait(10) == -signal.SIGKILL
         t_restart = time.monotonic()
-        daemon = spawn(["-v", "run", "--config", str(cfg_path)], log)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # as systemd's Type=notify with WatchdogSec=2
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(10.0)
+        daemon = spawn(["-v", "run", "--config", str(cfg_path)], log, NOTIFY_SOCKET=str(tmp_path / "notify"),
+                       WATCHDOG_USEC="2000000")
         wait(lambda: health(port)[0] == 200, 40, "the daemon to tick after the restart", log)
         resumed_s = time.monotonic() - t_restart
         print(f"\n  control resumed {resumed_s:.1f} s after the restart (planning period 60 s)")
@@ -164,8 +170,17 @@ def test_kill_9_and_restart_lose_nothing(site_files, grid_client: GridClient, tm
         grid_client.wait_ack(new["command_id"], "received", 10)
         wait(lambda: metric(port, "youxu_limit_kw") == 120.0, 10, "the new command in force", log)
         assert db(dbfile, "select last_seq from dispatch_issuer_seqs where issuer = 'bj-dms'") == [(101,)]
+        got = [notify.recv(4096).decode() for _ in range(3)]
+        assert got[0].startswith("READY=1\nSTATUS=controlling") and got[1:] == ["WATCHDOG=1", "WATCHDOG=1"]
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(20) == 0
+        rest = []
+        with contextlib.suppress(TimeoutError):
+            notify.settimeout(1.0)
+            while True:
+                rest.append(notify.recv(4096).decode())
+        assert any(m.startswith("STOPPING=1") for m in rest)
+        notify.close()
     finally:
         if daemon.poll() is None:
             daemon.kill()
