@@ -242,8 +242,9 @@ class FastLoop:
         plan_ms = dec.plan_ms if dec is not None and dec.planned else None
         fallback = bool(dec is not None and dec.fallback)
         over = self.stats.account(tick_ms, self.budget_ms, plan_ms, fallback)
-        if over:
-            log.warning("tick took %.1f ms (budget %.0f ms)", tick_ms, self.budget_ms)
+        if over and (self.stats.consecutive_overruns == 1 or self.stats.deadline_misses % 100 == 0):
+            log.warning("tick took %.1f ms (budget %.0f ms); %d misses so far", tick_ms, self.budget_ms,
+                        self.stats.deadline_misses)
         report = self._report(t_s, snap, sp, limit_kw, r, tick_ms, safe_now)
         self.last_report = report
         self._after(report, snap, over, plan_ms, fallback)
