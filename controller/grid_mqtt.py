@@ -387,8 +387,10 @@ class MqttGridLink:
     def _alarms(self, r: TickReport) -> None:
         for alarm in self.alarms.observe(r):
             if alarm.kind in ("safe_mode", "safe_mode_cleared"):
+                # the status topic follows the tick; the event itself comes from the loop, which says why
                 self._status = "safe_mode" if r.safe_mode else "online"
                 self.conn.publish(self._birth(), "reliable")
+                continue
             self.event(alarm.kind, alarm.message, **alarm.fields)
 
     def _pile_states(self, r: TickReport) -> None:

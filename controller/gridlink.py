@@ -7,6 +7,7 @@ dispatch arbitration implement it for a real broker; `NoGridLink` is a site with
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -88,7 +89,7 @@ class NoGridLink:
 
     def __init__(self) -> None:
         self._bookings: list[Booking] = []
-        self.events: list[tuple[str, str, dict]] = []
+        self.events: deque[tuple[str, str, dict]] = deque(maxlen=1000)  # the latest, for inspection
 
     def push_booking(self, booking: Booking) -> None:
         self._bookings.append(booking)

@@ -174,13 +174,17 @@ async def test_overload_and_safe_mode_events_and_status(make_link, grid: GridCli
     link.after_tick(report(now + 2, 500.0, 10.0, limit_kw=550.0))
     await grid.until_event("overload_cleared")
     assert len(grid.events("overload")) == 1
+    # the loop announces safe mode with its reason; the link moves the retained status with the ticks
+    link.event("safe_mode", "5 ticks in a row over budget")
     link.after_tick(report(now + 3, 400.0, 0.0, safe_mode=True))
     await grid.until_event("safe_mode")
     await grid.until(lambda m: m.topic == topic(link, "status") and m.json()["state"] == "safe_mode")
+    link.event("safe_mode_cleared", "ticks healthy again")
     link.after_tick(report(now + 4, 400.0, 0.0))
     await grid.until_event("safe_mode_cleared")
     status = await grid.until(lambda m: m.topic == topic(link, "status") and m.json()["state"] == "online", count=2)
     assert set(status[-1].json()) == {"state", "at", "version"}
+    assert len(grid.events("safe_mode")) == 1 and len(grid.events("safe_mode_cleared")) == 1
 
 
 async def test_bookings_become_bookings_or_rejection_events(make_link, grid: GridClient) -> None:
