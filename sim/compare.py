@@ -99,14 +99,15 @@ def plot_overlay(path: Path, sc: Scenario, runs: list[StrategyRun]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sim.report import local_times, time_axis
+    from sim.report import Buckets, steps, time_axis
 
-    times = local_times(sc)
+    b = Buckets(sc)  # a long run is drawn a bucket of steps per point: highest load, lowest limit
     fig, ax = plt.subplots(figsize=(12, 5))
-    ax.plot(times, sc.base_kw(), color="#999999", lw=0.8, label="households only")
+    ax.step(b.edges, steps(b.mean(sc.base_kw())), where="post", color="#999999", lw=0.8, label="households only")
     for run, colour in zip(runs, itertools.cycle(STRATEGY_COLOURS)):
-        ax.plot(times, run.total_kw, lw=1.1, color=colour, label=run.kpis["strategy"])
-    ax.plot(times, runs[0].limit_kw, color="#d62728", lw=1.6, ls="--", label="limit in force")
+        ax.step(b.edges, steps(b.max(run.total_kw)), where="post", lw=1.1, color=colour, label=run.kpis["strategy"])
+    ax.step(b.edges, steps(b.min(runs[0].limit_kw)), where="post", color="#d62728", lw=1.6, ls="--",
+            label="limit in force")
     ax.set_ylabel("transformer load (kW)")
     ax.set_title(f"{sc.name}: transformer load by strategy")
     ax.grid(alpha=0.3)

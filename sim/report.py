@@ -24,19 +24,16 @@ from sim.kpis import SERVED_FRACTION, delivered_per_session_kwh, per_step_kw, se
 from sim.report_text import CHART_HELP, KPI_HELP, KPI_LABELS, SERVED_HELP
 from sim.scenario import Scenario
 
-__all__ = ["KPI_LABELS", "local_times", "plot_report", "time_axis", "write_report"]
+__all__ = ["KPI_LABELS", "Buckets", "plot_report", "steps", "time_axis", "write_report"]
 
-MAX_POINTS = 3000  # longer runs are plotted in buckets of several steps
+MAX_POINTS = 1000  # longer runs are plotted in buckets of several steps
+BUCKETS_S = {300: "5 minutes", 900: "15 minutes", 3600: "hour", 10800: "3 hours", 86400: "day", 604800: "week"}
 BAND_COLOURS = {"valley": "#d9f0d3", "flat": "#f7f7f7", "peak": "#fde0c5", "critical peak": "#f4a582"}
 BAND_NAMES = {1: ("flat",), 2: ("valley", "peak"), 3: ("valley", "flat", "peak"),
               4: ("valley", "flat", "peak", "critical peak")}
 DISPATCH_COLOUR = "#7b3294"
 MAX_SOC_LINES = 12
 LEGEND_HEADROOM = 1.4  # the load chart's height over its highest line, room for the legend
-
-
-def local_times(sc: Scenario) -> list:
-    return [sc.start + timedelta(seconds=int(t)) for t in sc.step_times_s()]
 
 
 def tariff_bands(price: np.ndarray) -> np.ndarray:
@@ -49,10 +46,16 @@ def tariff_bands(price: np.ndarray) -> np.ndarray:
 
 
 class Buckets:
-    """Steps grouped for plotting: one point per `size` steps, so a year stays readable and quick."""
+    """Steps grouped for plotting: one point per bucket of steps, the shortest of `BUCKETS_S` that keeps a
+    chart under `MAX_POINTS` points, so that a week shows its hours and a year its days."""
 
     def __init__(self, sc: Scenario) -> None:
-        self.size = max(1, -(-sc.n_steps // MAX_POINTS))
+        self.size, self.label = 1, f"{sc.step_s} s"
+        if sc.n_steps > MAX_POINTS:
+            for seconds, label in BUCKETS_S.items():
+                self.size, self.label = max(1, seconds // sc.step_s), label
+                if -(-sc.n_steps // self.size) <= MAX_POINTS:
+                    break
         self.starts = np.arange(0, sc.n_steps, self.size)
         t = sc.start + np.array([timedelta(seconds=int(s)) for s in self.starts * sc.step_s])
         self.edges = [*t, sc.start + timedelta(seconds=sc.duration_s)]  # bucket boundaries, one more than buckets
@@ -74,14 +77,14 @@ class Buckets:
         return x[self.starts]
 
 
-def _steps(y: np.ndarray) -> np.ndarray:
+def steps(y: np.ndarray) -> np.ndarray:
     """Values for a step plot over the bucket edges (the last value held to the end)."""
     return np.append(y, y[-1])
 
 
 def _shade(ax: plt.Axes, b: Buckets, mask: np.ndarray, **style: object) -> None:
     if mask.any():
-        ax.fill_between(b.edges, 0, 1, where=_steps(mask), step="post", transform=ax.get_xaxis_transform(),
+        ax.fill_between(b.edges, 0, 1, where=steps(mask), step="post", transform=ax.get_xaxis_transform(),
                         lw=0, **style)
 
 
@@ -135,7 +138,10 @@ def plot_report(path: Path, sc: Scenario, res: RunResult) -> list[str]:
     charge = per_step_kw(sc.n_steps, res.sched_step, np.clip(res.sched_kw, 0, None))
     discharge = per_step_kw(sc.n_steps, res.sched_step, np.clip(res.sched_kw, None, 0))
     price = sc.import_price()
-    bands = b.first(tariff_bands(price))
+    names = tariff_bands(price)
+    _, code = np.unique(names, return_inverse=True)
+    one_band = b.min(code) == b.max(code)  # buckets inside one band get its colour, longer ones none
+    bands = np.where(one_band, b.first(names), None)
     limit_on, setpoint_on, setpoint_kw, setpoint_scope = dispatch_windows(sc)
     v2g_piles = np.array([i for i, p in enumerate(sc.piles) if p.v2g], dtype=np.int64)[:MAX_SOC_LINES]
     n_rows = 3 if v2g_piles.size else 2
@@ -151,19 +157,19 @@ def plot_report(path: Path, sc: Scenario, res: RunResult) -> list[str]:
     _shade(ax, b, b.any(limit_on), facecolor="none", edgecolor=DISPATCH_COLOUR, hatch="//", alpha=0.35, zorder=1)
     _shade(ax, b, b.any(setpoint_on), facecolor="none", edgecolor="#0571b0", hatch="\\\\", alpha=0.35, zorder=1)
     base_b, charge_b, discharge_b = b.mean(base), b.mean(charge), b.mean(discharge)
-    ax.fill_between(b.edges, 0, _steps(base_b), step="post", color="#8da0cb", label="households", zorder=2)
-    ax.fill_between(b.edges, _steps(base_b), _steps(base_b + charge_b), step="post", color="#66c2a5",
+    ax.fill_between(b.edges, 0, steps(base_b), step="post", color="#8da0cb", label="households", zorder=2)
+    ax.fill_between(b.edges, steps(base_b), steps(base_b + charge_b), step="post", color="#66c2a5",
                     label="EV charging", zorder=2)
     if discharge.min() < 0:
-        ax.fill_between(b.edges, 0, _steps(discharge_b), step="post", color="#fc8d62", label="V2G discharge",
+        ax.fill_between(b.edges, 0, steps(discharge_b), step="post", color="#fc8d62", label="V2G discharge",
                         zorder=2)
-    peak_label = "transformer total" if b.size == 1 else f"transformer total (highest of each {b.size} steps)"
-    ax.step(b.edges, _steps(b.max(total)), where="post", color="black", lw=0.9, label=peak_label, zorder=3)
-    ax.step(b.edges, _steps(b.min(res.limit_kw)), where="post", color="#d62728", lw=1.5, ls="--",
+    peak_label = "transformer total" if b.size == 1 else f"transformer total (highest of each {b.label})"
+    ax.step(b.edges, steps(b.max(total)), where="post", color="black", lw=0.9, label=peak_label, zorder=3)
+    ax.step(b.edges, steps(b.min(res.limit_kw)), where="post", color="#d62728", lw=1.5, ls="--",
             label="limit in force", zorder=3)
     if setpoint_on.any():
         with np.errstate(invalid="ignore"):
-            ax.step(b.edges, _steps(b.mean(np.where(setpoint_on, setpoint_kw, np.nan))), where="post",
+            ax.step(b.edges, steps(b.mean(np.where(setpoint_on, setpoint_kw, np.nan))), where="post",
                     color="#0571b0", lw=1.2, label=f"dispatch setpoint ({setpoint_scope} total)", zorder=3)
     handles, _ = ax.get_legend_handles_labels()
     if limit_on.any():
@@ -177,14 +183,17 @@ def plot_report(path: Path, sc: Scenario, res: RunResult) -> list[str]:
     ax.set_ylabel("kW at the transformer")
     ax.set_title(f"{sc.name} — strategy {res.strategy}")
     ax.grid(alpha=0.3)
-    axes[1].step(b.edges, _steps(b.mean(price)), where="post", color="#7570b3")
+    if b.size > 1:  # the cheapest and dearest price of each bucket, and its mean
+        axes[1].fill_between(b.edges, steps(b.min(price)), steps(b.max(price)), step="post", color="#7570b3",
+                             alpha=0.25, lw=0)
+    axes[1].step(b.edges, steps(b.mean(price)), where="post", color="#7570b3")
     axes[1].set_ylabel("import price\n(yuan/kWh)")
     axes[1].grid(alpha=0.3)
     if v2g_piles.size:
         soc = pile_soc(sc, res, v2g_piles)
         for j, i in enumerate(v2g_piles):
             with np.errstate(invalid="ignore"):
-                axes[2].step(b.edges, _steps(b.mean(soc[:, j]) * 100), where="post", lw=1.0, label=sc.piles[i].id)
+                axes[2].step(b.edges, steps(b.mean(soc[:, j]) * 100), where="post", lw=1.0, label=sc.piles[i].id)
         axes[2].set_ylabel("V2G car\nstate of charge (%)")
         axes[2].set_ylim(0, 100)
         axes[2].legend(loc="upper left", fontsize=7, ncol=6)
@@ -193,7 +202,8 @@ def plot_report(path: Path, sc: Scenario, res: RunResult) -> list[str]:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    shown = {"load": True, "dispatch": bool(limit_on.any() or setpoint_on.any()), "bands": True, "price": True,
+    shown = {"load": True, "dispatch": bool(limit_on.any() or setpoint_on.any()), "bands": bool(band_handles),
+             "price": True,
              "soc": bool(v2g_piles.size), "long": b.size > 1}
     return [k for k, on in shown.items() if on]
 

@@ -67,8 +67,9 @@ CHART_HELP = {
     "soc": "<b>Bottom chart — state of charge of the V2G cars</b> (cars that may discharge back to the site), one "
            "line per pile while a car is plugged in. It should end high enough for the driver's request and never "
            "go below the driver's minimum.",
-    "long": "On long runs each point of the charts stands for several steps: loads are averaged, the black "
-            "total shows the highest step and the red limit the lowest, so peaks and limits stay visible.",
+    "long": "On long runs each point of the charts stands for several steps: loads and prices are averaged (the "
+            "shaded band around the price spans its lowest to highest), the black total shows the highest step and "
+            "the red limit the lowest, so peaks and limits stay visible.",
 }
 
 SERVED_HELP = (
