@@ -58,7 +58,10 @@ async def demo_async(out: Path, sc: Scenario, quiet: bool = False) -> dict:
                                    # one tick per simulated minute: the piles' 30 s communication
                                    # timeout would trip between ticks, so their failsafe stays off
                                    control={"period_s": sc.step_s, "budget_ms": 1000.0, "failsafe": False,
-                                            "planning_period_s": 300.0, "plan_in_thread": False})
+                                            "planning_period_s": 900.0, "plan_in_thread": False})
+    # a simulated day in a minute: open sessions saved every simulated 10 min, no metrics endpoint
+    raw_cfg["storage"]["state_period_s"] = 600.0
+    raw_cfg["metrics"] = {"listen": None}
     write_site_config(out / "site.yaml", raw_cfg)
     cfg = parse_site_config(raw_cfg, "demo site config")
     store = Store(f"sqlite:///{(out / 'youxu.sqlite').resolve()}", flush_s=0.5, pile_rows_every=1)
