@@ -26,7 +26,7 @@ from sim.scenario import Scenario
 
 __all__ = ["KPI_LABELS", "Buckets", "plot_report", "steps", "time_axis", "write_report"]
 
-MAX_POINTS = 1000  # longer runs are plotted in buckets of several steps
+MAX_POINTS = 1500  # longer runs are plotted in buckets of several steps (a day of minutes is not)
 BUCKETS_S = {300: "5 minutes", 900: "15 minutes", 3600: "hour", 10800: "3 hours", 86400: "day", 604800: "week"}
 BAND_COLOURS = {"valley": "#d9f0d3", "flat": "#f7f7f7", "peak": "#fde0c5", "critical peak": "#f4a582"}
 BAND_NAMES = {1: ("flat",), 2: ("valley", "peak"), 3: ("valley", "flat", "peak"),
