@@ -45,6 +45,7 @@ class Booking:
     received_s: float = 0.0
     battery_kwh: float | None = None
     soc_arrival: float | None = None
+    car_max_kw: float | None = None  # the car's own charging limit, when the app knows the car
 
 
 @dataclass

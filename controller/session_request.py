@@ -37,6 +37,7 @@ class SessionRequest(BaseModel):
     priority: Literal["normal", "urgent"] = "normal"
     battery_kwh: float | None = Field(default=None, gt=0, le=500)
     soc_arrival: float | None = Field(default=None, ge=0, le=1)
+    max_kw: float | None = Field(default=None, gt=0, le=1000)  # the car's own charging limit (on-board charger)
 
 
 def parse_booking(
@@ -66,4 +67,5 @@ def parse_booking(
     return Booking(
         pile_id=pile_id, departure_s=req.departure, energy_kwh=req.energy_kwh, v2g=req.v2g, min_soc=req.min_soc,
         priority=req.priority, received_s=now_s, battery_kwh=req.battery_kwh, soc_arrival=req.soc_arrival,
+        car_max_kw=req.max_kw,
     )

@@ -81,6 +81,8 @@ class SessionTracker:
             s.battery_kwh = b.battery_kwh
         if b.soc_arrival is not None:
             s.soc_arrival = b.soc_arrival
+        if b.car_max_kw is not None:
+            s.car_max_kw = b.car_max_kw
         s.booked = True
         if s.state == "done" and s.delivered_kwh < b.energy_kwh:
             s.state, s.idle_offered_ticks = "plugged", 0

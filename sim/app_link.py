@@ -36,6 +36,6 @@ class ScenarioLink(NoGridLink):
             out.append(Booking(
                 pile_id=s.pile, departure_s=self.epoch0 + s.departure_s, energy_kwh=s.energy_kwh, v2g=s.v2g,
                 min_soc=s.min_soc, priority=s.priority, received_s=self.epoch0 + s.arrival_s,
-                battery_kwh=s.battery_kwh, soc_arrival=s.soc_arrival,
+                battery_kwh=s.battery_kwh, soc_arrival=s.soc_arrival, car_max_kw=s.max_kw,
             ))
         return out
