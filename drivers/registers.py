@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from pymodbus.client.mixin import ModbusClientMixin
 
 from drivers.profiles import UNIT_TO_CANONICAL, Register
@@ -130,3 +131,20 @@ def plan_blocks(regs: dict[str, Register], max_gap: int = 16, max_count: int = 1
 def slice_words(block: Block, words: list[int], reg: Register) -> list[int]:
     off = reg.address - block.address
     return words[off : off + reg.count]
+
+
+_NP_TYPES = {"int16": ">i2", "uint16": ">u2", "int32": ">i4", "uint32": ">u4", "int64": ">i8", "uint64": ">u8",
+             "float32": ">f4", "float64": ">f8"}
+
+
+def encode_many_canonical(values: np.ndarray, reg: Register) -> np.ndarray:
+    """Words for many canonical values at once, (n, count) uint16: what `encode_canonical` gives for
+    each value (the same byte and word order), vectorised for simulated devices serving many piles.
+    Integers are rounded and held to their type's range."""
+    raw = np.asarray(values, dtype=float) / UNIT_TO_CANONICAL[reg.unit][1] / reg.scale
+    if reg.type.startswith(("int", "uint")):
+        lo, hi = _INT_RANGES[reg.type]
+        raw = np.clip(np.rint(raw), lo, hi)
+    data = raw.astype(_NP_TYPES[reg.type])
+    words = data.view(">u2").reshape(raw.size, reg.count).astype(np.uint16)
+    return words[:, ::-1] if reg.word_order == "little" else words

@@ -18,6 +18,7 @@ from pymodbus.server import ModbusTcpServer
 
 from controller.clock import Clock
 from drivers.profiles import load_profile
+from drivers.registers import encode_many_canonical
 from sim.engine import RunResult
 from sim.physics import SitePhysics
 from sim.register_image import RegisterImage, serve_image
@@ -58,8 +59,11 @@ class SimulatedSite:
         self._cache_t = -1.0
         speed = getattr(clock, "speed", 1.0)
         # physics are recomputed at most this often (simulated s); writes always take effect at once
-        self.resolution_s = 0.0 if speed == float("inf") else 0.01 * speed
+        # (energy is integrated exactly whatever this is: power only changes on writes, arrivals and departures)
+        self.resolution_s = 0.0 if speed == float("inf") else min(0.2 * speed, 5.0)
         self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._table: dict[str, np.ndarray] | None = None
+        self._table_for: tuple[np.ndarray, np.ndarray] | None = None
         self.meter_image = RegisterImage(load_profile("sdm630"))
         pile_profile = load_profile("youxu-sim-pile")
         self.pile_images = [RegisterImage(pile_profile) for _ in range(n)]
@@ -127,30 +131,33 @@ class SimulatedSite:
         img.set("import_energy", self.import_kwh)
         img.set("export_energy", self.export_kwh)
 
+    def pile_table(self) -> dict[str, np.ndarray]:
+        """Every pile's register words for the present state, encoded for all piles at once."""
+        state = self.state_now()
+        if self._table is not None and self._table_for is state:
+            return self._table
+        active, p = state
+        has = active >= 0
+        s = np.maximum(active, 0)
+        ph = self.phys
+        status = np.where(p > 0.05, STATUS_CODE["charging"],
+                          np.where(p < -0.05, STATUS_CODE["discharging"], STATUS_CODE["connected"]))
+        status = np.where(has, status, STATUS_CODE["available"])
+        status = np.where(ph.pile_fault, STATUS_CODE["fault"], status)
+        energy = np.where(has, ph.delivered_kwh[s], 0.0) if ph.session_ids else np.zeros(p.size)
+        soc = np.where(has, np.clip(ph.s_soc0[s] + ph.delivered_kwh[s] / ph.s_bat[s], 0, 1) * 100.0, 0.0) \
+            if ph.session_ids else np.zeros(p.size)
+        regs = self.pile_images[0].registers if self.pile_images else {}
+        table = {name: encode_many_canonical(vals, regs[name]) for name, vals in (
+            ("status", status), ("power", p), ("energy", energy), ("setpoint", ph.setpoint_kw), ("soc", soc))}
+        table["soc"][~has] = 0xFFFF  # no car: state of charge unknown
+        self._table, self._table_for = table, state
+        return table
+
     def refresh_pile(self, i: int) -> None:
         self.requests += 1
-        active, p = self.state_now()
-        img = self.pile_images[i]
-        s = int(active[i])
-        if self.phys.pile_fault[i]:
-            status = "fault"
-        elif s < 0:
-            status = "available"
-        elif p[i] > 0.05:
-            status = "charging"
-        elif p[i] < -0.05:
-            status = "discharging"
-        else:
-            status = "connected"
-        img.set("status", STATUS_CODE[status])
-        img.set("power", float(p[i]))
-        img.set("energy", float(self.phys.delivered_kwh[s]) if s >= 0 else 0.0)
-        img.set("setpoint", float(self.phys.setpoint_kw[i]))
-        if s >= 0:
-            soc = self.phys.s_soc0[s] + self.phys.delivered_kwh[s] / self.phys.s_bat[s]
-            img.set("soc", float(np.clip(soc, 0, 1)) * 100.0)
-        else:
-            img.set_words("soc", [0xFFFF])
+        for name, words in self.pile_table().items():
+            self.pile_images[i].set_words(name, words[i].tolist())
 
     def on_pile_write(self, i: int, name: str, value: float) -> None:
         t = self.sim_t()
