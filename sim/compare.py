@@ -45,7 +45,6 @@ def _init_worker(counters: list) -> None:
 
 def run_strategy(scenario_path: Path, strategy: str, out: Path, slot: int = -1) -> StrategyRun:
     """Simulate one strategy and write its outputs into `out/<strategy>/` (runs in a worker process)."""
-    from sim.kpis import site_series
     from sim.outputs import run_and_write
 
     sc = load_scenario(scenario_path)
@@ -55,8 +54,7 @@ def run_strategy(scenario_path: Path, strategy: str, out: Path, slot: int = -1) 
             _progress[slot].value = done
 
     res, kpis = run_and_write(sc, strategy, out / strategy, progress=progress)
-    _, _, total, _ = site_series(sc, res.sched_step, res.sched_pile, res.sched_kw)
-    return StrategyRun(kpis=kpis, total_kw=total, limit_kw=res.limit_kw)
+    return StrategyRun(kpis=kpis, total_kw=res.series[2], limit_kw=res.limit_kw)
 
 
 def run_parallel(scenario_path: Path, sc: Scenario, strategies: list[str], out: Path,

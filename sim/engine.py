@@ -9,6 +9,7 @@ drivers booked).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,13 @@ class RunResult:
     plan_ms: list[float] = field(default_factory=list)
     fallbacks: int = 0
     wall_s: float = 0.0
+
+    @functools.cached_property
+    def series(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per step: base kW, EV kW, total kW and per-phase total kW (`sim.kpis.site_series`), computed once."""
+        from sim.kpis import site_series
+
+        return site_series(self.scenario, self.sched_step, self.sched_pile, self.sched_kw)
 
 
 def tariff_fn(sc: Scenario) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:

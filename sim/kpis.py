@@ -59,11 +59,13 @@ def session_targets_kwh(sc: Scenario) -> np.ndarray:
 
 def compute_kpis(sc: Scenario, strategy: str, sched_step: np.ndarray, sched_session: np.ndarray,
                  sched_pile: np.ndarray, sched_kw: np.ndarray, plan_ms: list[float] | None = None,
-                 plan_fallbacks: int = 0, wall_s: float = 0.0) -> dict:
+                 plan_fallbacks: int = 0, wall_s: float = 0.0,
+                 series: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
+    """The `youxu.kpis/1` object; `series` is `site_series` of these rows when the caller has it."""
     from sim.dispatch_arrays import scenario_dispatch_fn
 
     dt_h = sc.step_s / 3600.0
-    base, ev, total, phase_total = site_series(sc, sched_step, sched_pile, sched_kw)
+    base, ev, total, phase_total = series or site_series(sc, sched_step, sched_pile, sched_kw)
     n_sess = len(sc.sessions)
     delivered = delivered_per_session_kwh(sc, sched_session, sched_kw)
     requested = np.array([s.energy_kwh for s in sc.sessions], dtype=float)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.engine import RunResult, run_scenario, schedule_row_count
-from sim.kpis import compute_kpis, site_series
+from sim.kpis import compute_kpis
 from sim.scenario import Scenario
 from sim.schedule_csv import SCHEDULE_HEADER, ScheduleStream, ScheduleText
 
@@ -23,11 +23,11 @@ STREAM_MIN_ROWS = 2_000_000  # from this many schedule rows on, schedule.csv is 
 
 def result_kpis(res: RunResult) -> dict:
     return compute_kpis(res.scenario, res.strategy, res.sched_step, res.sched_session, res.sched_pile,
-                        res.sched_kw, res.plan_ms, res.fallbacks, res.wall_s)
+                        res.sched_kw, res.plan_ms, res.fallbacks, res.wall_s, series=res.series)
 
 
 def write_timeseries(path: Path, sc: Scenario, res: RunResult) -> None:
-    base, ev, total, _ = site_series(sc, res.sched_step, res.sched_pile, res.sched_kw)
+    base, ev, total, _ = res.series
     cols = np.column_stack([sc.step_times_s(), base, ev, total, res.limit_kw, sc.import_price()])
     with path.open("w", newline="") as f:
         f.write(",".join(TIMESERIES_HEADER) + "\n")
@@ -43,8 +43,8 @@ def schedule_order(sc: Scenario, res: RunResult) -> np.ndarray | None:
     return np.argsort(key, kind="stable")
 
 
-def schedule_text(sc: Scenario) -> ScheduleText:
-    return ScheduleText(sc.step_s, sc.n_steps, [(s.id, s.pile) for s in sc.sessions])
+def session_labels(sc: Scenario) -> list[tuple[str, str]]:
+    return [(s.id, s.pile) for s in sc.sessions]
 
 
 def write_schedule(path: Path, sc: Scenario, res: RunResult) -> None:
@@ -55,7 +55,7 @@ def write_schedule(path: Path, sc: Scenario, res: RunResult) -> None:
         step, session, kw = step[order], session[order], kw[order]
     with path.open("w", newline="") as f:
         f.write(",".join(SCHEDULE_HEADER) + "\n")
-        schedule_text(sc).write(f, step, session, kw)
+        ScheduleText(sc.step_s, sc.n_steps, session_labels(sc)).write(f, step, session, kw)
 
 
 def read_schedule(path: Path, sc: Scenario) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -96,7 +96,7 @@ def run_and_write(sc: Scenario, strategy: str, out: Path,
     if schedule_row_count(sc) < STREAM_MIN_ROWS:
         res = run_scenario(sc, strategy, progress=progress)
         return res, write_outputs(out, res)
-    stream = ScheduleStream(out / "schedule.csv", sc.step_s, sc.n_steps, [(s.id, s.pile) for s in sc.sessions])
+    stream = ScheduleStream(out / "schedule.csv", sc.step_s, sc.n_steps, session_labels(sc))
     try:
         res = run_scenario(sc, strategy, progress=progress, on_rows=stream.send)
         kpis = write_outputs(out, res, schedule=False)

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.patches import Patch
 
 from sim.engine import RunResult
-from sim.kpis import SERVED_FRACTION, delivered_per_session_kwh, per_step_kw, session_targets_kwh, site_series
+from sim.kpis import SERVED_FRACTION, delivered_per_session_kwh, per_step_kw, session_targets_kwh
 from sim.report_text import CHART_HELP, KPI_HELP, KPI_LABELS, SERVED_HELP
 from sim.scenario import Scenario
 
@@ -134,7 +134,7 @@ def plot_report(path: Path, sc: Scenario, res: RunResult) -> list[str]:
 
     Returns the keys of `CHART_HELP` that describe what was drawn."""
     b = Buckets(sc)
-    base, _, total, _ = site_series(sc, res.sched_step, res.sched_pile, res.sched_kw)
+    base, _, total, _ = res.series
     charge = per_step_kw(sc.n_steps, res.sched_step, np.clip(res.sched_kw, 0, None))
     discharge = per_step_kw(sc.n_steps, res.sched_step, np.clip(res.sched_kw, None, 0))
     price = sc.import_price()
