@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -48,8 +49,10 @@ class Step:
         return self.violations == 0 and self.served_fraction >= SERVED_MIN
 
     def to_json(self) -> dict:
+        # rounded down, so that a fleet shown at 0.99 is one that was hosted
+        served = math.floor(self.served_fraction * 1e4 + 1e-6) / 1e4
         return {"penetration": self.penetration, "evs": self.evs, "violations": self.violations,
-                "served_fraction": self.served_fraction, "peak_kw": self.peak_kw}
+                "served_fraction": served, "peak_kw": self.peak_kw}
 
 
 @dataclass
@@ -121,7 +124,7 @@ def hosting_step(preset: str, seed: int, strategy: str, penetration: float) -> t
     owed = float(target.sum())
     served = float(np.minimum(np.clip(res.delivered_kwh, 0.0, None), target).sum() / owed) if owed > 0 else 1.0
     return strategy, Step(penetration=penetration, evs=fleet_size(preset, seed, penetration),
-                          violations=int(kpis["limit_violation_steps"]), served_fraction=round(served, 4),
+                          violations=int(kpis["limit_violation_steps"]), served_fraction=served,
                           peak_kw=float(kpis["peak_total_kw"]))
 
 

@@ -73,3 +73,12 @@ def test_fleet_size_grows_with_penetration() -> None:
     sizes = [fleet_size("old-community", 1, p) for p in (0.0, 0.5, 1.0, 2.0)]
     assert sizes[0] == 0 and sizes == sorted(sizes)
     assert sizes[2] == pytest.approx(140, rel=0.15)  # about one car per home in 140 homes
+
+
+def test_served_fraction_is_shown_rounded_down() -> None:
+    def shown(x: float) -> float:
+        return Step(penetration=1.0, evs=1, violations=0, served_fraction=x, peak_kw=1.0).to_json()["served_fraction"]
+
+    assert shown(0.98996) == 0.9899  # not hosted, and not shown as 0.99
+    assert shown(0.99) == 0.99
+    assert shown(1.0) == 1.0
