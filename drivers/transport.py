@@ -295,7 +295,8 @@ class ModbusBus:
             self._set_response_timeout(timeout_s)
             start = time.monotonic()
             try:
-                resp = await asyncio.wait_for(coro_factory(), timeout_s + 1.0)
+                async with asyncio.timeout(timeout_s + 1.0):  # no extra task per request, unlike wait_for
+                    resp = await coro_factory()
             except (TimeoutError, ModbusIOException):
                 message = f"{self.endpoint.key} {what}: timeout after {timeout_s:.2f} s"
                 self._record_failure(h, unit, message, no_answer=True)
