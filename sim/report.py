@@ -64,6 +64,13 @@ class Buckets:
         counts = np.diff(np.append(self.starts, x.shape[0]))
         return np.add.reduceat(x, self.starts, axis=0) / (counts if x.ndim == 1 else counts[:, None])
 
+    def nanmean(self, x: np.ndarray) -> np.ndarray:
+        """Mean of the values present in each bucket (NaN where none is)."""
+        present = ~np.isnan(x)
+        count = np.add.reduceat(present, self.starts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, np.add.reduceat(np.where(present, x, 0.0), self.starts) / count, np.nan)
+
     def max(self, x: np.ndarray) -> np.ndarray:
         return np.maximum.reduceat(x, self.starts)
 
@@ -192,8 +199,7 @@ def plot_report(path: Path, sc: Scenario, res: RunResult) -> list[str]:
     if v2g_piles.size:
         soc = pile_soc(sc, res, v2g_piles)
         for j, i in enumerate(v2g_piles):
-            with np.errstate(invalid="ignore"):
-                axes[2].step(b.edges, steps(b.mean(soc[:, j]) * 100), where="post", lw=1.0, label=sc.piles[i].id)
+            axes[2].step(b.edges, steps(b.nanmean(soc[:, j]) * 100), where="post", lw=1.0, label=sc.piles[i].id)
         axes[2].set_ylabel("V2G car\nstate of charge (%)")
         axes[2].set_ylim(0, 100)
         axes[2].legend(loc="upper left", fontsize=7, ncol=6)

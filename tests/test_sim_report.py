@@ -16,7 +16,7 @@ import pytest
 
 from sim.engine import run_scenario
 from sim.outputs import write_outputs
-from sim.report import pile_soc, tariff_bands
+from sim.report import Buckets, pile_soc, tariff_bands
 from sim.report_text import CHART_HELP, KPI_LABELS
 from sim.scenario import Scenario
 from tests.dispatch_builders import command
@@ -133,3 +133,16 @@ def test_a_browser_renders_the_report(report: tuple[Path, dict], tmp_path: Path)
     # the charts are there: many colours, not a blank page
     colours = np.unique((img[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
     assert len(colours) > 200
+
+
+def test_long_runs_are_plotted_in_whole_buckets() -> None:
+    week = small_site(n_piles=2, hours=24 * 7)
+    b = Buckets(week)
+    assert (b.size, b.label) == (15, "15 minutes") and len(b.edges) == 7 * 96 + 1
+    day = Buckets(small_site(n_piles=2, hours=24))
+    assert day.size == 1  # a day of minutes is drawn step by step
+    x = np.full(week.n_steps, np.nan)
+    x[3:10] = 2.0  # a car plugged in for part of the first bucket only
+    x[20] = 4.0
+    mean = b.nanmean(x)
+    assert mean[0] == 2.0 and mean[1] == 4.0 and np.isnan(mean[2:]).all()
