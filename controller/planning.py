@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -75,31 +74,9 @@ def dispatch_breaks(ctl: Controller, t0_s: float, horizon_s: float) -> np.ndarra
     return t[change]
 
 
-class PeakMemory:
-    """The highest total load measured over the past day, kept as one maximum per minute."""
-
-    def __init__(self, window_s: float = 86400.0, bucket_s: float = 60.0) -> None:
-        self.window_s, self.bucket_s = window_s, bucket_s
-        self.buckets: deque[tuple[float, float]] = deque()
-
-    def observe(self, t_s: float, total_kw: float) -> None:
-        b = t_s // self.bucket_s * self.bucket_s
-        if self.buckets and self.buckets[-1][0] == b:
-            self.buckets[-1] = (b, max(self.buckets[-1][1], total_kw))
-        else:
-            self.buckets.append((b, total_kw))
-        while self.buckets and self.buckets[0][0] < t_s - self.window_s:
-            self.buckets.popleft()
-
-    @property
-    def peak_kw(self) -> float:
-        return max((v for _, v in self.buckets), default=0.0)
-
-
 class RollingPlanner:
     def __init__(self, cfg: PlanningConfig, forecaster: BaseLoadForecaster | None = None) -> None:
         self.cfg = cfg
-        self.peaks = PeakMemory()
         self.forecaster = forecaster or BaseLoadForecaster()
         self.plan: Plan | None = None
         self.plan_t0_s = 0.0
@@ -162,7 +139,6 @@ class RollingPlanner:
             sessions=snap.sessions,
             pile_online=snap.controllable,
             wear_yuan_per_kwh=self.cfg.wear_yuan_per_kwh,
-            peak_floor_kw=self.peaks.peak_kw,
         )
 
     # ---- when to plan ------------------------------------------------------------------
@@ -192,7 +168,6 @@ class RollingPlanner:
     def setpoints(self, snap: Snapshot, limits: HardLimits, ctl: Controller) -> tuple[np.ndarray, Plan | None, bool]:
         """(setpoints kW, the plan followed, whether a new plan was adopted this tick)."""
         fixed = snap.assumed_kw
-        self.peaks.observe(snap.t_s, snap.meter_kw)
         self.forecaster.observe(snap.t_s, snap.base_kw + fixed.sum(),
                                 snap.base_phase_kw(ctl.piles.phase_share) + fixed @ ctl.piles.phase_share)
         planned = False
