@@ -44,7 +44,7 @@ async def test_sessions_and_history_survive_a_restart(db_url):
         for pid, (sid, kwh) in before.items():
             assert new.loop.tracker.sessions[pid].id == sid  # the same session, not a new one
             assert new.loop.tracker.sessions[pid].delivered_kwh >= kwh  # energy counted on, from the pile
-        assert "session_started" not in [k for k, _, _ in run.link.events[seen:]]
+        assert "session_started" not in [k for k, _, _ in list(run.link.events)[seen:]]
         assert run.max_over_run == 0
     finally:
         await run.close()
