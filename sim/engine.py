@@ -167,6 +167,7 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
     base_total = base_phase.sum(axis=1)
     share = phys.piles.phase_share
     online = np.ones(n, dtype=bool)
+    online.flags.writeable = False  # one array for every snapshot
     epoch0 = sc.start.timestamp()
     dt_h = sc.step_s / 3600.0
     limit_kw = np.zeros(n_steps)
@@ -176,12 +177,13 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
     schedule = None
     controller = None
     if strategy == OFFLINE:
+        from sim.dispatch_arrays import scenario_dispatch_fn
         from sim.offline import offline_schedule
 
         t0 = time.perf_counter()
         schedule = offline_schedule(sc)  # (n_sessions, n_steps) kW
         plan_ms.append((time.perf_counter() - t0) * 1e3)
-        d = PiecewiseDispatch(sc)(epoch0 + sc.step_times_s())
+        d = scenario_dispatch_fn(sc)(epoch0 + sc.step_times_s())
         limit_kw[:] = np.minimum(sc.site.limit_kw, d.site_import_max_kw)
     else:
         controller = make_controller(sc, strategy, phys)
