@@ -27,6 +27,7 @@ def scenario_site_config(sc: Scenario, addresses: dict[str, DeviceAddress], site
             "phase": "3P" if n_ph == 3 else p.phase, "voltage_v": VOLTAGE_V,
             "min_a": round(min_a, 4), "max_a": round(per_a, 4), "max_kw": p.max_kw,
             "v2g": p.v2g, "max_discharge_kw": p.max_discharge_kw if p.v2g else 0.0,
+            "failsafe_a": round(min_a, 4),  # the simulated pile falls back to its minimum without youxu
         })
     m = addresses["meter"]
     cfg: dict = {
