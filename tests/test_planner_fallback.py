@@ -123,18 +123,17 @@ def test_bench_reports_exactly_the_contract_keys():
     assert out["build_ms_p50"] > 0 and out["solve_ms_p50"] > 0
 
 
-def test_a_cold_start_longer_than_the_budget_converges_over_the_next_plans():
-    """Each cut-short solve leaves its basis; the next plans carry on from it until one is optimal."""
-    import time
-
+def test_a_cold_start_cut_short_leaves_its_basis_and_the_next_plan_carries_on_from_it():
+    """A solve stopped by its time limit keeps where it got to; the next plan starts from there."""
     inp = SyntheticSite.make(100, 64, seed=5).input_at(T0_S)
-    t0 = time.perf_counter()
-    assert plan_mpc(inp, 60_000.0).status == "optimal"
-    cold_ms = (time.perf_counter() - t0) * 1e3
-    warm = WarmStart()
-    budget = 0.4 * cold_ms
-    statuses = [plan_mpc(inp, budget, warm, cold_time_limit_ms=budget).status for _ in range(15)]
-    assert statuses[0].startswith("fallback:")
-    assert "optimal" in statuses
-    first = statuses.index("optimal")
-    assert all(s == "optimal" for s in statuses[first:])
+    for budget_ms in (10.0, 15.0, 25.0, 40.0, 60.0):  # the first budget that reaches the solver but cuts it short
+        warm = WarmStart()
+        first = plan_mpc(inp, budget_ms, warm, cold_time_limit_ms=budget_ms)
+        if first.status == "fallback:timeout":
+            break
+    else:
+        pytest.skip("this machine builds too slowly or solves too fast to cut a cold start short")
+    assert first.fallback and warm.saved is not None and not warm.saved_optimal
+    nxt = plan_mpc(inp, 60_000.0, warm)
+    assert nxt.status == "optimal" and not nxt.fallback
+    assert warm.warm_solves == 1  # it started from the cut-short basis, not from scratch
