@@ -288,6 +288,12 @@ def grid_client(mqtt_broker: Broker, request: pytest.FixtureRequest) -> Iterator
     g.close()
 
 
+@pytest.fixture
+def grid(grid_client: GridClient) -> GridClient:
+    """The grid side of a test: `grid_client` under the name the link tests use."""
+    return grid_client
+
+
 def response_properties(response_topic: str, correlation: bytes, expiry_s: int | None = None) -> Properties:
     p = Properties(PacketTypes.PUBLISH)
     p.ResponseTopic = response_topic

@@ -6,14 +6,13 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from controller.cli_dispatch import publish_scenario_dispatch
 from tests.dispatch_builders import command, rfc
-from tests.fixtures_mqtt import Broker, connect_client, free_port
+from tests.fixtures_mqtt import Broker, free_port
 from tests.test_grid_mqtt import online, topic
 
 cli = pytest.importorskip("controller.cli", reason="the youxu command line is not in this tree")
@@ -29,14 +28,6 @@ async def run_async(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tupl
     code = await asyncio.to_thread(cli.main, argv)
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture
-def grid(mqtt_broker: Broker) -> Any:
-    g = connect_client(mqtt_broker, f"grid-cli-{time.monotonic_ns()}")
-    g.subscribe("youxu/v1/#")
-    yield g
-    g.close()
 
 
 async def test_send_a_limit_and_print_the_ack(make_link, grid, mqtt_broker: Broker, capsys) -> None:

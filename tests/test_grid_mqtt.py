@@ -12,7 +12,7 @@ import pytest
 
 from controller.dispatch_store import MemoryDispatchStore, SqlDispatchStore
 from tests.dispatch_builders import ManualClock, command, report, rfc, utc_now
-from tests.fixtures_mqtt import Broker, GridClient, Received, connect_client, response_properties
+from tests.fixtures_mqtt import GridClient, Received, response_properties
 
 KEY = b"0123456789abcdef-site-key"
 
@@ -24,14 +24,6 @@ def topic(link: Any, name: str) -> str:
 async def online(g: GridClient, link: Any) -> None:
     """The site's subscriptions are in place once its `online` status (sent after them) is seen."""
     await g.until(lambda m: m.topic == topic(link, "status") and m.json()["state"] == "online")
-
-
-@pytest.fixture
-def grid(mqtt_broker: Broker) -> Any:
-    g = connect_client(mqtt_broker, f"grid-{time.monotonic_ns()}")
-    g.subscribe("youxu/v1/#")
-    yield g
-    g.close()
 
 
 async def test_acks_received_within_a_second_then_applied_then_completed(make_link, grid: GridClient) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 import numpy as np
 import pytest
@@ -14,14 +13,6 @@ from controller.grid_payloads import TELEMETRY_SCHEMA
 from tests.dispatch_builders import command, report, rfc
 from tests.fixtures_mqtt import Broker, GridClient, connect_client
 from tests.test_grid_mqtt import online, topic
-
-
-@pytest.fixture
-def grid(mqtt_broker: Broker) -> Any:
-    g = connect_client(mqtt_broker, f"grid-{time.monotonic_ns()}")
-    g.subscribe("youxu/v1/#")
-    yield g
-    g.close()
 
 
 async def test_link_loss_applies_the_default_until_a_fresh_command(make_link, grid: GridClient) -> None:
