@@ -32,7 +32,8 @@ def demo_scenario(preset: str, seed: int) -> Scenario:
 
 class Progress:
     def __init__(self, total_s: float, quiet: bool) -> None:
-        self.total_s, self.quiet, self.last = total_s, quiet, -1
+        # a bar redrawn in place only makes sense on a terminal
+        self.total_s, self.quiet, self.last = total_s, quiet or not sys.stderr.isatty(), -1
 
     def __call__(self, done_s: float) -> None:
         if self.quiet:
