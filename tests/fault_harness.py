@@ -50,6 +50,7 @@ class Run:
     over_run: int = 0  # consecutive periods over a limit so far
     max_over_run: int = 0
     over_periods: int = 0
+    outage_misses: int = 0  # deadline misses while an injected outage lasted
     reports: list[TickReport] = field(default_factory=list)
 
     def true_load(self) -> tuple[float, np.ndarray]:
