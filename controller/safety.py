@@ -100,7 +100,3 @@ def enforce(setpoints_kw: np.ndarray, piles: Piles, snap: Snapshot, limits: Hard
         sp = np.where(sp > 0, 0.0, sp)
     return sp
 
-
-def projected_total_kw(setpoints_kw: np.ndarray, snap: Snapshot) -> float:
-    fixed = 0.0 if snap.fixed_kw is None else float(np.nan_to_num(snap.fixed_kw, nan=0.0).sum())
-    return snap.base_kw + fixed + float(np.asarray(setpoints_kw).sum())

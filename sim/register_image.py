@@ -14,7 +14,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.profiles import Profile, Register
-from drivers.registers import decode_canonical, decode_raw, encode, encode_canonical
+from drivers.registers import decode_canonical, encode, encode_canonical
 
 ReadHook = Callable[[], None]
 WriteHook = Callable[[str, float], None]
@@ -86,11 +86,6 @@ class RegisterImage:
         reg = self.registers[name]
         words, off = self._slice(reg)
         return decode_canonical(words[off : off + reg.count], reg)
-
-    def get_raw(self, name: str) -> float | str:
-        reg = self.registers[name]
-        words, off = self._slice(reg)
-        return decode_raw(words[off : off + reg.count], reg)
 
     def names_at(self, fc: int, address: int, count: int) -> list[str]:
         """Named registers that a request [address, address+count) touches."""

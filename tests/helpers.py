@@ -42,3 +42,10 @@ def snapshot(p: Piles, base_kw: float, pile_kw: np.ndarray | None = None, base_p
     return Snapshot(t_s=t_s, meter_kw=base_kw + pk.sum(), meter_phase_kw=bp + pk @ p.phase_share, pile_kw=pk,
                     pile_online=np.ones(p.n, dtype=bool), pile_plugged=np.ones(p.n, dtype=bool),
                     sessions=sess or sessions(p.n), fixed_kw=fixed_kw)
+
+
+def site_total_kw(site) -> float:
+    """What the simulated transformer carries now: households plus what the piles draw."""
+    _, p = site.state_now()
+    k = int(site.sim_t() // site.sc.step_s)
+    return float(site.base_phase[k].sum() + p.sum())

@@ -12,15 +12,11 @@ from sim.devices import DeviceAddress, SimulatedSite
 from sim.ports import free_port
 from sim.register_image import serve_image
 from sim.site_config import scenario_site_config
+from tests.helpers import site_total_kw
 from tests.scenarios import small_site
 
 BAUD = 38400
 
-
-def site_total_kw(site: SimulatedSite) -> float:
-    _, p = site.state_now()
-    k = int(site.sim_t() // site.sc.step_s)
-    return float(site.base_phase[k].sum() + p.sum())
 
 
 async def test_daemon_loop_runs_three_piles_and_the_meter_on_one_rtu_bus(modbus_servers, serial_pair):

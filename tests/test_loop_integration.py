@@ -12,6 +12,7 @@ from controller.siteconfig import parse_site_config
 from sim.devices import SimulatedSite
 from sim.ports import free_port
 from sim.site_config import scenario_site_config
+from tests.helpers import site_total_kw
 from tests.scenarios import small_site
 
 
@@ -26,11 +27,6 @@ async def start_site(sc, strategy: str = "fairshare", margin_kw: float = 2.0, **
     daemon = Daemon.build(cfg, clock=clock, link=NoGridLink(), with_store=False)
     return clock, site, daemon
 
-
-def site_total_kw(site: SimulatedSite) -> float:
-    _, p = site.state_now()
-    k = int(site.sim_t() // site.sc.step_s)
-    return float(site.base_phase[k].sum() + p.sum())
 
 
 async def test_daemon_charges_piles_over_tcp_within_the_limit():
