@@ -121,6 +121,8 @@ async def run_v2g_setpoint(broker: Broker, case: V2gCase | None = None) -> V2gRu
         while not link.connected and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert link.connected, "the grid link did not connect"
+        # the broker handles one client's packets in order: once the birth message is here, so are the subscriptions
+        await grid.until(lambda m: m.topic == f"{prefix}/status" and m.json()["state"] == "online", 10.0)
         for p in sc.piles:  # the residents book: departure, energy, V2G consent
             grid.publish(f"{prefix}/sessions/{p.id}/request", {
                 "schema": "youxu.session/1", "departure": rfc(t0 + case.departure_s), "energy_kwh": case.energy_kwh,
