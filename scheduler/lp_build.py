@@ -120,7 +120,8 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
 
     # ---- objective ----------------------------------------------------------------------------
     early = _urgent_prefix(s, sess, step, dt, frac)
-    c[col["x"]] = -w.urgent_early_per_kwh * dt[step] * early
+    mid_h = np.minimum(np.cumsum(dt) - 0.5 * dt, w.delay_cap_h)  # hours from the start to the middle of each step
+    c[col["x"]] = (w.delay_per_kwh_h * mid_h[step] - w.urgent_early_per_kwh * early) * dt[step]
     c[col["y"]] = g.wear_yuan_per_kwh * dt[step[y_pos]]
     c[col["u"]] = np.where(s.urgent, w.unmet_urgent_per_kwh, w.unmet_per_kwh)
     c[col["o"]] = w.overflow_per_kwh * np.tile(dt, 3)
@@ -227,9 +228,8 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     rkey.append(key(6, 0, sk))
     r0 += h
 
-    # peak: E_t - s_t - P <= -base_t
+    # peak of the total (household + EV net) load: E_t - P <= -base_t
     add(r0 + tt, ecols, np.ones(h))
-    add(r0 + tt, col["s"].start + tt, -np.ones(h))
     add(r0 + tt, np.full(h, col["P"].start), -np.ones(h))
     rlb.append(np.full(h, -INF))
     rub.append(-g.base_kw)

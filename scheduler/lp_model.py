@@ -20,6 +20,8 @@ class LpWeights:
     valley_per_kwh: float = 0.4  # spread of the convex cost on total load (flattens it)
     valley_segments: int = 12
     fairness: float = 50.0  # per unit of the largest unmet fraction (per urgency class)
+    delay_per_kwh_h: float = 0.1  # per kWh per hour it is charged later (cars yet to come may need the room)
+    delay_cap_h: float = 1.0  # ... up to this many hours: below any price step of the tariff
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,8 @@ class LpSessions:
     battery_max_kwh: np.ndarray  # (K,) capacity
     uid: np.ndarray | None = None  # (K,) stable id of each session across solves (< 2**24)
     # count a session in the site's rows at the power it draws while plugged in (x / availability), not its
-    # step average: steps coarser than the real ones (the offline yardstick's blocks) then never overfill
-    # any real step inside them when a car arrives or leaves within a step
+    # step average: a step a car leaves (or arrives) inside then never hides a burst in its average; the
+    # rolling planner's last steps and the offline yardstick's coarse blocks both need it
     peak_coupling: bool = False
 
     @property

@@ -93,6 +93,7 @@ def sessions_from_input(inp: PlanInput, warm: WarmStart | None = None) -> tuple[
         battery_min_kwh=np.minimum(s.min_soc[keep] * batt, now_kwh),
         battery_max_kwh=np.minimum(batt, now_kwh + need),  # full, or the request met: the car takes no more
         uid=None if warm is None else warm.uids([s.ids[i] or f"#pile{i}" for i in keep]),
+        peak_coupling=True,  # a car leaving inside a step: plan the power it draws, not the step's average
     )
     return sess, keep
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scheduler.lp_model import LpWeights
 from scheduler.model import Plan, PlanInput
 from scheduler.planner import plan_mpc
 from tests.planner_fixtures import Car, Site
@@ -75,17 +76,29 @@ def test_departure_inside_a_step_uses_only_the_time_the_car_is_there():
 
 
 def test_v2g_discharges_at_the_expensive_peak_but_never_below_the_soc_floor():
-    # 50 kWh battery at 50 %, floor 40 %: at most 5 kWh out; 10 kWh wanted by the end, 7 kW charging
-    site = Site(base_kw=[50, 50, 50, 50], cars=[Car(0, 10, 4, v2g=True, battery_kwh=50, soc=0.5, min_soc=0.4)],
+    # 50 kWh battery at 50 %, floor 40 %: at most 5 kWh out; 10 kWh wanted by the end, 7 kW charging;
+    # the household peak (60 kW) falls in the dear hours
+    site = Site(base_kw=[60, 60, 40, 40], cars=[Car(0, 10, 4, v2g=True, battery_kwh=50, soc=0.5, min_soc=0.4)],
                 v2g_piles=True, price=[1.0, 1.0, 0.2, 0.2], export_limit_kw=100)
-    _, plan = solve(site)
+    inp, plan = solve(site)
     p = plan.power_kw[0]
     soc_kwh = 25.0 + np.cumsum(p)
     assert soc_kwh.min() >= 20.0 - 1e-6
     assert soc_kwh.max() <= 50.0 + 1e-6
     assert p.sum() == pytest.approx(10.0, abs=1e-6)  # the departure energy still arrives
-    # recharging 14 kWh in the cheap hours covers 10 kWh plus 4 kWh discharged in the dear ones
-    assert -p[:2].sum() == pytest.approx(4.0, abs=1e-6)
+    # recharging 14 kWh in the cheap hours covers 10 kWh plus 4 kWh discharged in the dear ones,
+    # shared between them: the peak falls from 60 to 58 kW
+    assert p[:2] == pytest.approx([-2.0, -2.0], abs=1e-6)
+    assert (inp.base_kw + p).max() == pytest.approx(58.0, abs=1e-6)
+
+
+def test_v2g_does_not_trade_a_higher_peak_for_arbitrage():
+    # a flat household load: discharging in the dear hours would need 7 kW of recharging on top of it later
+    site = Site(base_kw=[50, 50, 50, 50], cars=[Car(0, 10, 4, v2g=True, battery_kwh=50, soc=0.5, min_soc=0.4)],
+                v2g_piles=True, price=[1.0, 1.0, 0.2, 0.2], export_limit_kw=100)
+    inp, plan = solve(site)
+    assert plan.power_kw[0] == pytest.approx([2.5, 2.5, 2.5, 2.5], abs=1e-6)
+    assert (inp.base_kw + plan.power_kw[0]).max() == pytest.approx(52.5, abs=1e-6)
 
 
 def test_no_discharge_without_the_drivers_consent_or_below_the_floor():
@@ -194,3 +207,27 @@ def test_peak_already_reached_today_is_not_worth_shaving_below():
     _, plan = solve(site)
     assert plan.power_kw[0, 0] > plan.power_kw[0, 1]
     assert plan.power_kw[0, 0] > shaved[0] + 3.0
+
+
+def test_a_car_leaving_inside_a_step_is_planned_at_the_power_it_draws_while_there():
+    # 10 kW of room above the household load; the car leaves 2 minutes into the cheap second step.
+    # Averaged over that step a 30 kW burst would look like 4 kW: the plan must see the 30 kW.
+    site = Site(base_kw=[100, 100], step_h=0.25, import_limit_kw=110.0, pile_max_kw=30.0, price=[1.0, 0.5],
+                cars=[Car(0, 2.7, 0.25 + 2 / 60, max_kw=30.0)])
+    _, plan = solve(site)
+    assert plan.power_kw[0, 1] <= 10.0 + 1e-6
+    # and the peak comes before the price: the same power all the time the car is there
+    assert plan.power_kw[0] == pytest.approx(np.full(2, 2.7 / (0.25 + 2 / 60)), abs=1e-6)
+    assert plan.info["unmet_kwh"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_energy_comes_sooner_unless_later_is_really_cheaper():
+    # price and energy only (no peak or valley terms): the hedge for cars still to come decides
+    flat = LpWeights(peak_per_kw=0.0, valley_per_kwh=0.0)
+    near = Site(base_kw=[10, 10, 10, 10], step_h=0.5, cars=[Car(0, 3.5, 2.0)], price=[0.50, 0.50, 0.49, 0.49])
+    plan = plan_mpc(near.input(), 5000.0, weights=flat)
+    assert plan.power_kw[0] == pytest.approx([7.0, 0.0, 0.0, 0.0], abs=1e-6)  # 0.01 yuan/kWh is not worth waiting
+    step = Site(base_kw=[10, 10, 10, 10], step_h=0.5, cars=[Car(0, 3.5, 2.0)], price=[0.80, 0.80, 0.50, 0.50])
+    plan = plan_mpc(step.input(), 5000.0, weights=flat)
+    assert plan.power_kw[0, :2] == pytest.approx([0.0, 0.0], abs=1e-6)  # a tariff step is
+    assert plan.power_kw[0, 2:].sum() * 0.5 == pytest.approx(3.5, abs=1e-6)
