@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--days", type=int, default=1)
     p.add_argument("--season", choices=["summer", "winter"])
     p.add_argument("--penetration", type=float, help="EVs per household (0..1)")
+    p.add_argument("--history-days", type=int, default=7,
+                   help="days of household load before the start, the meter history the forecast learns from")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_generate)
 
@@ -80,6 +82,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.preset not in preset_names():
         raise UserError(f"--preset: unknown {args.preset!r}; use one of {', '.join(preset_names())}")
+    if not 0 <= args.history_days <= 28:
+        raise UserError(f"--history-days: must be between 0 and 28 (got {args.history_days})")
     for name in ("piles", "households", "days"):
         v = getattr(args, name)
         if v is not None and v <= 0:
@@ -87,7 +91,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.penetration is not None and not 0 <= args.penetration <= 3:
         raise UserError(f"--penetration: must be between 0 and 3 EVs per household (got {args.penetration})")
     sc = generate_scenario(args.preset, seed=args.seed, piles=args.piles, households=args.households,
-                           days=args.days, season=args.season, penetration=args.penetration)
+                           days=args.days, season=args.season, penetration=args.penetration,
+                           history_days=args.history_days)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_scenario(sc, args.out)
     print(f"wrote {args.out}: {sc.name}, {len(sc.piles)} piles, {len(sc.sessions)} sessions, "

@@ -80,6 +80,9 @@ def make_controller(sc: Scenario, strategy: str, physics: SitePhysics) -> Contro
         from controller.planning import RollingPlanner
 
         planner = RollingPlanner.for_simulation(sc.step_s)
+        t_s, phase_kw = sc.history_phase_kw()
+        if t_s.size:  # the meter's history before the start, as a running daemon reads it back from its database
+            planner.forecaster.observe_many(sc.epoch_s(0.0) + t_s, phase_kw.sum(axis=1), phase_kw)
     return Controller(physics.piles, site_limits(sc), strategy, tariff_fn(sc),
                       dispatch=PiecewiseDispatch(sc), tick_s=sc.step_s, planner=planner)
 

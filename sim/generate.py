@@ -8,6 +8,7 @@ arguments always give byte-identical JSON.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ __all__ = ["generate_scenario", "preset_names", "scenario_at_penetration"]
 
 STREAM_HOMES, STREAM_FLEET, STREAM_PILES, STREAM_SESSIONS, STREAM_DISPATCH = 1, 2, 3, 4, 5
 FOLLOW_FLEET = -1  # pile count: one per private car plus shared piles for the others
+HISTORY_DAYS = 7  # the meter history written before `start` (what a running daemon has in its database)
+HISTORY_RESOLUTION_S = 900
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -44,6 +47,7 @@ def generate_scenario(
     dispatch: bool = True,
     events: GridEventParams | None = None,
     tariff: TouTariff | None = None,
+    history_days: int = HISTORY_DAYS,
 ) -> Scenario:
     """A scenario for the named preset (see `preset_names()`), starting at local noon.
 
@@ -52,10 +56,14 @@ def generate_scenario(
     `base_load_csv` replaces the modelled household load by a measured one (sim.measured_load),
     multiplied by `base_load_scale`. `events` replaces the preset's dispatch events (days, times,
     values), `tariff` the default Beijing time-of-use tariff; `dispatch=False` leaves commands out.
+    `history_days` of the same homes' load before `start` go into `base_load_history` (15-minute
+    means, the meter history a running controller forecasts from; 0 for none, and none with a CSV).
     """
     p, chosen = resolve_preset(preset, season)
     if days < 1:
         raise ValueError(f"days must be at least 1 (got {days})")
+    if history_days < 0:
+        raise ValueError(f"history_days must be 0 or more (got {history_days})")
     n_homes = households if households is not None else p.households
     if n_homes < 1:
         raise ValueError(f"households must be at least 1 (got {n_homes})")
@@ -67,12 +75,12 @@ def generate_scenario(
     if events is not None:
         p = replace(p, events=events)
     return _build(p, chosen, seed, n_homes, piles, days, pen, base_load_csv, base_load_scale, dispatch,
-                  tariff or beijing_tou())
+                  tariff or beijing_tou(), history_days)
 
 
 def scenario_at_penetration(
     preset: str, penetration: float, seed: int = 1, days: int = 1, season: str | None = None,
-    households: int | None = None, dispatch: bool = False,
+    households: int | None = None, dispatch: bool = False, history_days: int = HISTORY_DAYS,
 ) -> Scenario:
     """The preset's community with `penetration` cars per home, everything else the same.
 
@@ -83,19 +91,22 @@ def scenario_at_penetration(
     p, chosen = resolve_preset(preset, season)
     n_homes = households if households is not None else p.households
     return _build(p, chosen, seed, n_homes, FOLLOW_FLEET, days, float(penetration), None, 1.0, dispatch,
-                  beijing_tou())
+                  beijing_tou(), history_days)
 
 
 def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: int, penetration: float,
            base_load_csv: str | Path | None, base_load_scale: float, with_dispatch: bool,
-           tariff: TouTariff) -> Scenario:
+           tariff: TouTariff, history_days: int = 0) -> Scenario:
     start = p.start(season)
     axis = LocalAxis(start, days * 86400, 60)
+    history = None
     if base_load_csv is not None:
         phase_kw = measured_phase_kw(load_measured_csv(base_load_csv), axis, scale=base_load_scale)
     else:
         model = HouseholdModel(p.household_params(n_homes, season), _rng(seed, STREAM_HOMES))
         phase_kw = model.simulate(axis).phase_kw
+        if history_days:  # the same homes on the days before, drawn after the scenario's days (those stay the same)
+            history = _history_block(model, start, history_days)
     fleet: Fleet = draw_fleet(n_homes, p.ev, _rng(seed, STREAM_FLEET))
     cars = fleet.owned(penetration)
     community: Community = build_piles(fleet, cars, None if n_piles == FOLLOW_FLEET else n_piles, p.ev,
@@ -140,4 +151,18 @@ def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: 
         "sessions": session_dicts,
         "dispatch": dispatch,
     }
+    if history is not None:
+        raw["base_load_history"] = history
     return Scenario.model_validate(raw)
+
+
+def _history_block(model: HouseholdModel, start: datetime, days: int) -> dict:
+    """`base_load_history`: the homes' load over `days` before `start`, as 15-minute means per phase."""
+    axis = LocalAxis(start - timedelta(days=days), days * 86400, 60)
+    per_min = model.simulate(axis).phase_kw
+    k = HISTORY_RESOLUTION_S // 60
+    means = per_min.reshape(-1, k, 3).mean(axis=1)
+    return {
+        "resolution_s": HISTORY_RESOLUTION_S,
+        "phases": {ph: [round(float(x), 2) for x in means[:, i]] for i, ph in enumerate(("L1", "L2", "L3"))},
+    }

@@ -114,6 +114,9 @@ class Scenario(_Strict):
     sessions: list[ScenarioSession] = Field(default_factory=list)
     dispatch: list[DispatchEntry] = Field(default_factory=list)
     timezone: str | None = None
+    # youxu extension: the household load over the days before `start` (its last value ends at `start`),
+    # what the transformer meter's history would hold; the `mpc` strategy's forecast starts from it
+    base_load_history: BaseLoad | None = None
 
     @model_validator(mode="after")
     def _consistency(self) -> Scenario:
@@ -181,6 +184,19 @@ class Scenario(_Strict):
 
     def base_kw(self) -> np.ndarray:
         return self.base_phase_kw().sum(axis=1)
+
+    def history_phase_kw(self) -> tuple[np.ndarray, np.ndarray]:
+        """(t_s, (n, 3) kW) of `base_load_history`: each value at the middle of its interval, t_s < 0."""
+        h = self.base_load_history
+        if h is None:
+            return np.zeros(0), np.zeros((0, 3))
+        if h.phases is not None:
+            ph = np.stack([np.asarray(h.phases[p], dtype=float) for p in PHASES], axis=1)
+        else:
+            ph = np.repeat(np.asarray(h.kw, dtype=float)[:, None] / 3.0, 3, axis=1)
+        n = ph.shape[0]
+        t_s = (np.arange(n) - n + 0.5) * h.resolution_s
+        return t_s, ph
 
     def import_price(self) -> np.ndarray:
         return self._resample(self.tariff.import_yuan_per_kwh, self.tariff.resolution_s)

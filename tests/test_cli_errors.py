@@ -55,6 +55,7 @@ def test_check_config_lists_every_mistake(tmp_path: Path):
     (["sim", "run", "--scenario", "{scenario}", "--strategy", "magic", "--out", "/tmp/x"], "--strategy"),
     (["sim", "generate", "--preset", "atlantis", "--out", "/tmp/x.json"], "--preset"),
     (["sim", "generate", "--piles", "-3", "--out", "/tmp/x.json"], "--piles"),
+    (["sim", "generate", "--history-days", "-1", "--out", "/tmp/x.json"], "--history-days"),
     (["sim", "compare", "--scenario", "{scenario}", "--strategies", "llf,nope", "--out", "/tmp/x"], "nope"),
     (["bench", "solve", "--piles", "0", "--horizon", "96", "--json"], "positive"),
     (["device", "read", "--profile", "nope", "--url", "modbus-tcp://127.0.0.1:1"], "nope"),

@@ -16,7 +16,7 @@ from sim.generate import generate_scenario, preset_names, scenario_at_penetratio
 from sim.grid_events import GridEventParams
 from sim.presets import PRESETS
 from sim.scenario import PHASES, Scenario, parse_scenario
-from sim.tou import LocalAxis, beijing_tou
+from sim.tou import LOCAL_TZ, LocalAxis, beijing_tou
 
 
 def _roundtrip(sc: Scenario) -> Scenario:
@@ -255,6 +255,30 @@ def test_measured_base_load_replaces_the_model(tmp_path: Path) -> None:
         rows.append(f"{(t0 + timedelta(minutes=15 * i)).isoformat()},{50 + i},{60 + i},{70 + i}")
     csv.write_text("\n".join(rows), encoding="utf-8")
     sc = generate_scenario("small", base_load_csv=csv, base_load_scale=2.0)
+    assert sc.base_load_history is None  # a measured day has no modelled past
     ph = sc.base_phase_kw()
     assert ph[0].tolist() == [2 * (50 + 48), 2 * (60 + 48), 2 * (70 + 48)]  # 12:00 is the 49th quarter hour
     assert ph[-1].tolist() == [2 * (50 + 47), 2 * (60 + 47), 2 * (70 + 47)]
+
+
+def test_history_is_the_same_homes_on_the_days_before_and_changes_nothing_else() -> None:
+    sc = generate_scenario("community-630", history_days=3)
+    bare = generate_scenario("community-630", history_days=0)
+    assert bare.base_load_history is None
+    raw, raw_bare = json.loads(sc.to_json()), json.loads(bare.to_json())
+    raw.pop("base_load_history")
+    assert raw == raw_bare  # the scenario's own day does not change with the history asked for
+    t_s, hist = _roundtrip(sc).history_phase_kw()
+    assert hist.shape == (3 * 96, 3)
+    assert t_s[-1] == -450.0 and t_s[0] == -3 * 86400 + 450.0  # quarter-hour means ending at the start
+    # the same community: a day of history looks like the scenario's day (same level, evening above the night)
+    day = sc.base_kw()
+    start_local = sc.start.astimezone(LOCAL_TZ)
+    hour = (start_local.hour + (t_s / 3600.0)) % 24
+    total = hist.sum(axis=1)
+    assert 0.7 < total[-96:].mean() / day.mean() < 1.3
+    assert total[(hour >= 19) & (hour < 22)].mean() > 1.3 * total[(hour >= 2) & (hour < 5)].mean()
+    # the day before, noon to noon, follows the same daily shape without being a copy of it
+    quarter = day.reshape(-1, 15).mean(axis=1)
+    assert np.corrcoef(total[-96:], quarter)[0, 1] > 0.8
+    assert not np.allclose(total[-96:], quarter, rtol=0.02)

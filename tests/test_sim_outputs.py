@@ -11,7 +11,7 @@ import pytest
 
 from controller.gridlink import DispatchLimits
 from sim.dispatch_arrays import scenario_dispatch_fn
-from sim.engine import PiecewiseDispatch, RunResult, run_scenario, tariff_fn
+from sim.engine import PiecewiseDispatch, RunResult, make_controller, run_scenario, tariff_fn
 from sim.generate import generate_scenario
 from sim.kpis import site_series
 from sim.outputs import SCHEDULE_HEADER, TIMESERIES_HEADER, write_schedule, write_timeseries
@@ -156,3 +156,18 @@ def test_the_plug_timeline_follows_arrivals_and_departures() -> None:
         handed, seen = active, active.copy()
     with pytest.raises(ValueError):
         plugs.at(0.0)
+
+
+def test_mpc_forecast_starts_from_the_meter_history_and_never_from_the_day_it_plays():
+    sc = generate_scenario("small", history_days=2)
+    t_hist, hist = sc.history_phase_kw()
+    forecaster = make_controller(sc, "mpc", SitePhysics(sc)).planner.forecaster
+    assert forecaster.last_t_s == sc.epoch_s(float(t_hist[-1])) < sc.epoch_s(0.0)  # the past only
+    # the evening ahead is forecast from the two evenings before, not from the built-in default shape
+    ends = sc.epoch_s(0.0) + 900.0 * np.arange(1, 97)
+    fc, _ = forecaster.forecast(ends, np.full(96, 900.0))
+    past_days = hist.sum(axis=1).reshape(2, 96)  # noon to noon, as the forecast steps
+    far = slice(24, 96)  # beyond the fading of the last reading's deviation
+    assert np.abs(fc[far] - past_days.mean(axis=0)[far]).max() < 0.15 * past_days.max()
+    cold = make_controller(generate_scenario("small", history_days=0), "mpc", SitePhysics(sc)).planner.forecaster
+    assert cold.last_t_s is None
