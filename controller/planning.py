@@ -46,6 +46,7 @@ class PlanningConfig:
 
 
 DISPATCH_SAMPLE_S = 60.0  # resolution at which the horizon is searched for dispatch changes
+MIN_STEP_S = 1.0  # no plan step is shorter
 
 
 def step_grid(t0_s: float, horizon_s: float, step_s: float, breaks_s: np.ndarray | None = None) -> np.ndarray:
@@ -60,6 +61,8 @@ def step_grid(t0_s: float, horizon_s: float, step_s: float, breaks_s: np.ndarray
     if breaks_s is not None and breaks_s.size:
         inside = breaks_s[(breaks_s > t0_s) & (breaks_s < edges[-1])]
         edges = np.unique(np.concatenate([edges, inside]))
+        # a break a rounding error away from a step boundary is that boundary (no step of 1e-12 s)
+        edges = edges[np.concatenate([[True], np.diff(edges) >= MIN_STEP_S])]
     return np.diff(edges)
 
 
@@ -109,6 +112,7 @@ class RollingPlanner:
         starts = snap.t_s + np.concatenate([[0.0], np.cumsum(steps)[:-1]])
         ends = starts + steps
         base, base_phase = self.forecaster.forecast(ends, steps)
+        spread = self.forecaster.spread(ends, steps)
         # the measured household load is the best forecast for the step we are in
         fixed = snap.assumed_kw
         now_phase = snap.base_phase_kw(ctl.piles.phase_share) + fixed @ ctl.piles.phase_share
@@ -139,6 +143,7 @@ class RollingPlanner:
             sessions=snap.sessions,
             pile_online=snap.controllable,
             wear_yuan_per_kwh=self.cfg.wear_yuan_per_kwh,
+            base_spread_kw=spread,
         )
 
     # ---- when to plan ------------------------------------------------------------------

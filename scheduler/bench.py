@@ -137,6 +137,8 @@ class SyntheticSite:
             piles=self.piles,
             sessions=self.sessions,
             pile_online=np.ones(self.piles.n, dtype=bool),
+            # the forecast's uncertainty: 8 % of the load hours ahead, none for the next minutes
+            base_spread_kw=0.08 * base * np.sqrt(1.0 - np.exp(-2.0 * (ends - steps / 2 - t_s) / 5400.0)),
         )
 
     def advance(self, plan: Plan, t_s: float, dt_s: float, serial: int) -> None:

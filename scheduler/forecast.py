@@ -42,6 +42,8 @@ class ForecastConfig:
     min_weight: float = 0.2  # a profile bin never learns slower than this per day (about a week's memory)
     recent_tau_s: float = 5400.0  # how fast today's deviation from the profile fades into the future
     smooth_s: float = 300.0  # smoothing of the present deviation (meter noise)
+    prior_spread: float = 0.08  # day-to-day scatter of a bin around the default profile (share of it), cold
+    spread_sigmas: float = 1.0  # the spread forecast is this many standard deviations of that scatter
 
 
 class BaseLoadForecaster:
@@ -72,6 +74,7 @@ class BaseLoadForecaster:
         split = np.asarray(cfg.phase_split, dtype=float)
         self._profile[:] = total[None, :, None] * (split / split.sum())[None, None, :]
         self._days[:] = cfg.prior_days
+        self._var = np.broadcast_to((cfg.prior_spread * total) ** 2, self._days.shape).copy()
 
     # ---- time ------------------------------------------------------------------------------------
     def _abs_bin(self, t_s: float) -> int:
@@ -102,7 +105,9 @@ class BaseLoadForecaster:
             return
         if not self._scaled:  # cold start without a scale: the default shape goes through this reading
             here = float(self.profile_kw(np.array([t_s]))[0].sum())
-            self._profile *= base_kw / here if here > 0 else 1.0
+            scale = base_kw / here if here > 0 else 1.0
+            self._profile *= scale
+            self._var *= scale**2
             self._scaled = True
         b = self._abs_bin(t_s)
         if self._bin_key is not None and b != self._bin_key:
@@ -129,24 +134,46 @@ class BaseLoadForecaster:
         k, t = int(kind), int(tod)
         days = self._days[k, t]
         w = max(1.0 / (days + 1.0), self.cfg.min_weight)
+        miss = float((self._acc / self._acc_n - self._profile[k, t]).sum())  # the profile's error on this day
+        self._var[k, t] += w * (miss**2 - self._var[k, t])
         self._profile[k, t] += w * (self._acc / self._acc_n - self._profile[k, t])
         self._days[k, t] = days + 1.0
         self._acc[:] = 0.0
         self._acc_n = 0
 
     # ---- forecasting -------------------------------------------------------------------------------
-    def forecast(self, step_end_s: np.ndarray, step_s: np.ndarray | None = None,
-                 samples: int = 4) -> tuple[np.ndarray, np.ndarray]:
-        """(base_kw (H,), base_phase_kw (H, 3)): mean household load over each step ending at step_end_s."""
+    def _samples(self, step_end_s: np.ndarray, step_s: np.ndarray | None, samples: int) -> np.ndarray:
         ends = np.asarray(step_end_s, dtype=float)
         if step_s is None:
             step_s = np.diff(np.concatenate([[ends[0] - self.cfg.bin_s], ends]))
         dur = np.asarray(step_s, dtype=float)
         frac = (np.arange(samples) + 0.5) / samples
-        t = (ends - dur)[:, None] + dur[:, None] * frac[None, :]  # sample points inside each step
+        return (ends - dur)[:, None] + dur[:, None] * frac[None, :]  # sample points inside each step
+
+    def _fade(self, t: np.ndarray) -> np.ndarray:
+        """(H, samples) how much of the present deviation still holds at each sample point."""
+        if self.last_t_s is None:
+            return np.zeros_like(t)
+        return np.exp(-np.maximum(t - self.last_t_s, 0.0) / max(self.cfg.recent_tau_s, 1e-9))
+
+    def spread(self, step_end_s: np.ndarray, step_s: np.ndarray | None = None, samples: int = 4) -> np.ndarray:
+        """(H,) how far the mean household load of each step may run above its forecast (kW, total).
+
+        The day-to-day scatter of each bin around the learnt profile, less the part the present reading
+        already tells (nothing for the next minutes, all of it hours ahead).
+        """
+        t = self._samples(step_end_s, step_s, samples)
+        b = np.floor((t.ravel() + self.cfg.utc_offset_s) / self.cfg.bin_s).astype(np.int64)
+        kind, tod = self._kind_bin(b)
+        sd = np.sqrt(np.maximum(self._var[kind, tod], 0.0)).reshape(t.shape)
+        known = self._fade(t)
+        return self.cfg.spread_sigmas * (sd * np.sqrt(np.maximum(1.0 - known**2, 0.0))).mean(axis=1)
+
+    def forecast(self, step_end_s: np.ndarray, step_s: np.ndarray | None = None,
+                 samples: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """(base_kw (H,), base_phase_kw (H, 3)): mean household load over each step ending at step_end_s."""
+        t = self._samples(step_end_s, step_s, samples)
         prof = self.profile_kw(t.ravel()).reshape((*t.shape, 3)).mean(axis=1)
         if self.last_t_s is not None:
-            ahead = np.maximum(t - self.last_t_s, 0.0)
-            fade = np.exp(-ahead / max(self.cfg.recent_tau_s, 1e-9)).mean(axis=1)
-            prof = prof + fade[:, None] * self._resid[None, :]
+            prof = prof + self._fade(t).mean(axis=1)[:, None] * self._resid[None, :]
         return prof.sum(axis=1), prof

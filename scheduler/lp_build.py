@@ -13,6 +13,7 @@ Columns (all kW or kWh, >= 0 unless said):
   E[t]    EV aggregate in [-ev_export, ev_import]
   z[t,j]  site import in segment j of a convex piecewise-linear cost (valley filling)
   oi[t]   site import beyond the import limit, s[t] site export
+  b[t]    site import in the band below the limit a household-load forecast error may take (costly)
   P       peak of the total transformer load, phi[c] largest unmet fraction of class c
   dp, dm  deviation above / below a dispatch setpoint
 Rows: energy per session, fairness per session, battery balance per V2G session-step,
@@ -30,6 +31,7 @@ from scheduler.lp_keys import column_keys, key, session_numbers, step_keys
 from scheduler.lp_model import LpGrid, LpProblem, LpSessions, LpWeights
 
 INF = np.inf
+MIN_PRESENCE = 0.02  # share of a step below which a car's presence in it is not used
 __all__ = ["LpGrid", "LpProblem", "LpSessions", "LpWeights", "build_lp"]
 
 
@@ -45,26 +47,30 @@ def _window_columns(s: LpSessions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     last = pos == length[sess] - 1
     frac[first] = s.first_frac[sess[first]]
     frac[last] += s.last_frac[sess[last]] - 1.0
-    return sess, step, np.clip(frac, 0.0, 1.0)
+    frac = np.clip(frac, 0.0, 1.0)
+    # a car there for a sliver of a step gets nothing in it: its power while plugged in (x / frac) would
+    # put coefficients of thousands next to ones in the coupled rows, which the solver cannot hold precisely
+    return sess, step, np.where(frac < MIN_PRESENCE, 0.0, frac)
 
 
-def _valley_segments(g: LpGrid, w: LpWeights, headroom_kw: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Upper bounds (H, J) and marginal costs (J,) of the site import segments."""
+def _valley_segments(g: LpGrid, w: LpWeights, headroom_kw: float,
+                     limit_kw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Upper bounds (H, J) and marginal costs (J,) of the site import segments up to `limit_kw` (H,)."""
     h, j = g.horizon, max(int(w.valley_segments), 1)
     lo = float(np.min(g.base_kw)) if h else 0.0
     lo = max(lo, 0.0)
     reach = float(np.max(g.base_kw)) + headroom_kw if h else 1.0  # the most the EVs could lift the load to
-    top = np.where(np.isfinite(g.import_limit_kw), np.minimum(g.import_limit_kw, reach), reach)
+    top = np.where(np.isfinite(limit_kw), np.minimum(limit_kw, reach), reach)
     hi = max(float(np.max(top)), lo + 1.0)
     width = (hi - lo) / j
     ub = np.empty((h, j + 1))
     ub[:, 0] = lo
     ub[:, 1:] = width
-    # the segments end at the import limit of each step (the last one reaches it; beyond it is overflow)
-    cap = np.maximum(np.where(np.isfinite(g.import_limit_kw), g.import_limit_kw, INF), 0.0)
+    # the segments end at the limit of each step (the last one reaches it; beyond it is band or overflow)
+    cap = np.maximum(np.where(np.isfinite(limit_kw), limit_kw, INF), 0.0)
     edges = np.concatenate([[0.0], np.cumsum(ub[0])])  # lower edge of each segment
     ub = np.clip(cap[:, None] - edges[None, :-1], 0.0, ub)
-    ub[~np.isfinite(g.import_limit_kw), -1] = INF
+    ub[~np.isfinite(limit_kw), -1] = INF
     slope = np.concatenate([[0.0], w.valley_per_kwh * np.arange(1, j + 1) / j])
     return ub, slope, edges
 
@@ -80,12 +86,14 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     ny = y_pos.size
     typical_h = float(np.median(g.step_h)) if h else 1.0
     headroom = min(float(np.sum(s.max_kw)), float(np.sum(s.cap_kwh)) / max(typical_h, 1e-6))
-    seg_ub, seg_slope, _ = _valley_segments(g, w, headroom)
+    band = np.zeros(h) if g.import_band_kw is None else np.maximum(np.asarray(g.import_band_kw, dtype=float), 0.0)
+    band = np.where(np.isfinite(g.import_limit_kw), np.minimum(band, np.maximum(g.import_limit_kw, 0.0)), 0.0)
+    seg_ub, seg_slope, _ = _valley_segments(g, w, headroom, g.import_limit_kw - band)
     nseg = seg_ub.shape[1]
 
     # ---- columns -----------------------------------------------------------------------------
     sizes = {"x": nx, "y": ny, "e": ny, "u": k, "F": 3 * h, "o": 3 * h, "E": h, "z": h * nseg,
-             "oi": h, "s": h, "P": 1, "phi": 2, "dp": h, "dm": h}
+             "oi": h, "s": h, "P": 1, "phi": 2, "dp": h, "dm": h, "b": h}
     col: dict[str, slice] = {}
     at = 0
     for name, size in sizes.items():
@@ -117,12 +125,13 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     ub[col["dp"]] = np.where(has_sp, INF, 0.0)
     ub[col["dm"]] = np.where(has_sp, INF, 0.0)
     lb[col["P"]] = max(float(g.peak_floor_kw), 0.0)
+    ub[col["b"]] = band
 
     # ---- objective ----------------------------------------------------------------------------
     early = _urgent_prefix(s, sess, step, dt, frac)
     mid_h = np.minimum(np.cumsum(dt) - 0.5 * dt, w.delay_cap_h)  # hours from the start to the middle of each step
     c[col["x"]] = (w.delay_per_kwh_h * mid_h[step] - w.urgent_early_per_kwh * early) * dt[step]
-    c[col["y"]] = g.wear_yuan_per_kwh * dt[step[y_pos]]
+    c[col["y"]] = g.wear_yuan_per_kwh * dt[step[y_pos]]  # (no delay credit: it would pay for cycling the battery)
     c[col["u"]] = np.where(s.urgent, w.unmet_urgent_per_kwh, w.unmet_per_kwh)
     c[col["o"]] = w.overflow_per_kwh * np.tile(dt, 3)
     c[col["z"]] = ((g.import_price[:, None] + seg_slope[None, :]) * dt[:, None]).reshape(-1)
@@ -132,6 +141,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     c[col["phi"]] = w.fairness
     c[col["dp"]] = w.setpoint_per_kwh * dt
     c[col["dm"]] = w.setpoint_per_kwh * dt
+    c[col["b"]] = (w.band_per_kwh + g.import_price) * dt
 
     # ---- rows -------------------------------------------------------------------------------
     rows: list[np.ndarray] = []
@@ -166,7 +176,8 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     # fairness: u_k - target_k * phi_class <= 0
     cls = s.urgent.astype(np.int64)
     add(r0 + np.arange(k), ucol, np.ones(k))
-    add(r0 + np.arange(k), col["phi"].start + cls, -target)
+    owed = np.flatnonzero(target > 1e-6)  # rounding dust (1e-15 kWh) is no coefficient for a solver
+    add(r0 + owed, col["phi"].start + cls[owed], -target[owed])
     rlb.append(np.full(k, -INF))
     rub.append(np.zeros(k))
     rkey.append(key(2, uid, 0))
@@ -216,11 +227,12 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     r0 += h
 
     if s.peak_coupling:
-        r0 = _peak_rows(g, s, sess, step, frac, y_pos, col, hr, r0, add, rlb, rub, rkey)
+        r0 = _peak_rows(g, s, sess, step, frac, y_pos, col, hr, band, r0, add, rlb, rub, rkey)
 
-    # site balance: E_t - sum_j z - oi + s = -base_t
+    # site balance: E_t - sum_j z - b - oi + s = -base_t
     add(r0 + tt, ecols, np.ones(h))
     add(r0 + np.repeat(tt, nseg), col["z"].start + np.arange(h * nseg), -np.ones(h * nseg))
+    add(r0 + tt, col["b"].start + tt, -np.ones(h))
     add(r0 + tt, col["oi"].start + tt, -np.ones(h))
     add(r0 + tt, col["s"].start + tt, np.ones(h))
     rlb.append(-g.base_kw)
@@ -228,13 +240,18 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     rkey.append(key(6, 0, sk))
     r0 += h
 
-    # peak of the total (household + EV net) load: E_t - P <= -base_t
+    # peak of the total (household + EV net) load: E_t [+ departure bursts] - P <= -base_t
     add(r0 + tt, ecols, np.ones(h))
     add(r0 + tt, np.full(h, col["P"].start), -np.ones(h))
+    if s.departure_coupling:
+        burst = _departure_bursts(s, sess, step, frac, y_pos, col)
+        add(r0 + burst[0], burst[1], burst[2])
     rlb.append(np.full(h, -INF))
     rub.append(-g.base_kw)
     rkey.append(key(7, 0, sk))
     r0 += h
+    if s.departure_coupling:
+        r0 = _departure_rows(g, burst, share, col, hr, band, r0, add, rlb, rub, rkey)
 
     # setpoint tracking: (E_t [+ base_t]) - dp + dm = setpoint, only where one applies
     sp_t = np.flatnonzero(has_sp)
@@ -260,7 +277,8 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
 
 
 def _peak_rows(g: LpGrid, s: LpSessions, sess: np.ndarray, step: np.ndarray, frac: np.ndarray, y_pos: np.ndarray,
-               col: dict[str, slice], hr: np.ndarray, r0: int, add, rlb: list, rub: list, rkey: list) -> int:
+               col: dict[str, slice], hr: np.ndarray, band: np.ndarray, r0: int, add, rlb: list, rub: list,
+               rkey: list) -> int:
     """The site's limits with every session at the power it draws while plugged in (x / availability).
 
     Charging and discharging are bounded apart (a car that charges in part of a step does not offset
@@ -281,11 +299,12 @@ def _peak_rows(g: LpGrid, s: LpSessions, sess: np.ndarray, step: np.ndarray, fra
     rub.append(hr.T.reshape(-1))
     rkey.append(key(9, np.repeat(np.arange(3), h), np.tile(sk, 3)))
     r0 += 3 * h
-    # site import: sum x / a - oi <= import limit - household load; EV import: sum x / a <= ev limit
+    # site import: sum x / a - b - oi <= import limit - band - household load; EV import: sum x / a <= ev limit
     add(r0 + step, xcol, inv)
+    add(r0 + tt, col["b"].start + tt, -np.ones(h))
     add(r0 + tt, col["oi"].start + tt, -np.ones(h))
     rlb.append(np.full(h, -INF))
-    rub.append(g.import_limit_kw - g.base_kw)
+    rub.append(g.import_limit_kw - band - g.base_kw)
     rkey.append(key(10, 0, sk))
     r0 += h
     add(r0 + step, xcol, inv)
@@ -309,6 +328,63 @@ def _peak_rows(g: LpGrid, s: LpSessions, sess: np.ndarray, step: np.ndarray, fra
         rkey.append(key(12, 0, sk))
         r0 += h
     return r0
+
+
+def _departure_bursts(s: LpSessions, sess: np.ndarray, step: np.ndarray, frac: np.ndarray, y_pos: np.ndarray,
+                      col: dict[str, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(step, column, coefficient, x index) of what a car leaving inside a step adds to the step average.
+
+    While plugged in it draws x / a, so x (1/a - 1) on top of x; its discharge is not netted (after it
+    has left, nothing offsets the others). Only the steps a car leaves inside (0 < a < 1) have entries.
+    """
+    part = np.flatnonzero((frac > 0.0) & (frac < 1.0 - 1e-9))
+    coef = 1.0 / frac[part] - 1.0
+    cols = col["x"].start + part
+    yi = np.flatnonzero(np.isin(y_pos, part))
+    return (np.concatenate([step[part], step[y_pos[yi]]]),
+            np.concatenate([cols, col["y"].start + yi]),
+            np.concatenate([coef, np.ones(yi.size)]),
+            np.concatenate([part, y_pos[yi]]))
+
+
+def _departure_rows(g: LpGrid, burst: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], share: np.ndarray,
+                    col: dict[str, slice], hr: np.ndarray, band: np.ndarray, r0: int, add, rlb: list, rub: list,
+                    rkey: list) -> int:
+    """The site's limits with the departure bursts on top of the step averages (`_departure_bursts`).
+
+    Site import: E_t + bursts - b - oi <= limit - band - base; EV import: E_t + bursts <= ev limit;
+    phase f: F[f,t] + share x bursts - o <= headroom.
+    """
+    h = g.horizon
+    tt = np.arange(h)
+    sk = step_keys(g)
+    st, bc, coef, xi = burst
+    ecols = col["E"].start + tt
+    add(r0 + tt, ecols, np.ones(h))
+    add(r0 + st, bc, coef)
+    add(r0 + tt, col["b"].start + tt, -np.ones(h))
+    add(r0 + tt, col["oi"].start + tt, -np.ones(h))
+    rlb.append(np.full(h, -INF))
+    rub.append(g.import_limit_kw - band - g.base_kw)
+    rkey.append(key(10, 0, sk))
+    r0 += h
+    add(r0 + tt, ecols, np.ones(h))
+    add(r0 + st, bc, coef)
+    rlb.append(np.full(h, -INF))
+    rub.append(np.asarray(g.ev_import_limit_kw, dtype=float))
+    rkey.append(key(11, 0, sk))
+    r0 += h
+    fcol = col["F"].start + np.arange(3 * h)
+    ocol = col["o"].start + np.arange(3 * h)
+    add(r0 + np.arange(3 * h), fcol, np.ones(3 * h))
+    add(r0 + np.arange(3 * h), ocol, -np.ones(3 * h))
+    for f in range(3):
+        on = share[xi, f] > 0
+        add(r0 + f * h + st[on], bc[on], coef[on] * share[xi[on], f])
+    rlb.append(np.full(3 * h, -INF))
+    rub.append(np.where(np.isfinite(hr.T.reshape(-1)), hr.T.reshape(-1), INF))
+    rkey.append(key(9, np.repeat(np.arange(3), h), np.tile(sk, 3)))
+    return r0 + 3 * h
 
 
 def _urgent_prefix(s: LpSessions, sess: np.ndarray, step: np.ndarray, dt: np.ndarray,

@@ -15,12 +15,13 @@ class LpWeights:
     unmet_urgent_per_kwh: float = 3.0e4
     unmet_per_kwh: float = 1.0e4
     urgent_early_per_kwh: float = 2.0e3  # reward for urgent energy delivered in its full-power prefix
+    band_per_kwh: float = 2.0e3  # import a household-load forecast error could push over the limit
     setpoint_per_kwh: float = 1.0e3  # deviation from a dispatch setpoint
     peak_per_kw: float = 20.0  # the horizon's peak of the total transformer load
     valley_per_kwh: float = 0.4  # spread of the convex cost on total load (flattens it)
     valley_segments: int = 12
     fairness: float = 50.0  # per unit of the largest unmet fraction (per urgency class)
-    delay_per_kwh_h: float = 0.1  # per kWh per hour it is charged later (cars yet to come may need the room)
+    delay_per_kwh_h: float = 0.0  # per kWh per hour it is charged later (cars yet to come may need the room)
     delay_cap_h: float = 1.0  # ... up to this many hours: below any price step of the tariff
 
 
@@ -45,6 +46,7 @@ class LpGrid:
     step_key: np.ndarray | None = None  # (H,) stable id of each step across solves (e.g. its end time, s)
     peak_base_kw: np.ndarray | None = None  # (H,) household load at its highest within each step (coarse steps)
     peak_floor_kw: float = 0.0  # the peak already reached today: going up to it costs nothing more
+    import_band_kw: np.ndarray | None = None  # (H,) the top of the import room a forecast error may take
 
     @property
     def horizon(self) -> int:
@@ -70,9 +72,12 @@ class LpSessions:
     battery_max_kwh: np.ndarray  # (K,) capacity
     uid: np.ndarray | None = None  # (K,) stable id of each session across solves (< 2**24)
     # count a session in the site's rows at the power it draws while plugged in (x / availability), not its
-    # step average: a step a car leaves (or arrives) inside then never hides a burst in its average; the
-    # rolling planner's last steps and the offline yardstick's coarse blocks both need it
+    # step average: steps coarser than the real ones (the offline yardstick's blocks) then never overfill
+    # any real step inside them when a car arrives or leaves within a step
     peak_coupling: bool = False
+    # the same for cars that are there from the start of the horizon and leave inside a step (the rolling
+    # planner): the site's rows get the difference for those steps only, a few entries per session
+    departure_coupling: bool = False
 
     @property
     def k(self) -> int:

@@ -114,6 +114,7 @@ class PlanInput:
     pile_online: np.ndarray  # (n,) bool: reachable and controllable this tick
     wear_yuan_per_kwh: float = 0.05  # battery wear per discharged kWh (V2G)
     peak_floor_kw: float = 0.0  # highest total load already measured in the past day (the peak to beat)
+    base_spread_kw: np.ndarray | None = None  # (H,) how far the household load may run above its forecast
 
     @property
     def horizon(self) -> int:

@@ -21,6 +21,8 @@ from scheduler.lp_warm import WarmStart
 from scheduler.model import Plan, PlanInput
 
 DEFAULT_SOLVER = "GLOP"
+# the rolling plan does not know the cars still to come: energy now is worth a little more than later
+MPC_WEIGHTS = LpWeights(delay_per_kwh_h=0.1, delay_cap_h=1.0)
 MIN_SOLVE_MS = 2.0  # below this much time left after building, do not start the solver
 
 
@@ -49,6 +51,7 @@ def grid_from_input(inp: PlanInput) -> LpGrid:
         wear_yuan_per_kwh=float(inp.wear_yuan_per_kwh),
         step_key=np.round(inp.step_end_s).astype(np.int64) % (1 << 32),
         peak_floor_kw=float(inp.peak_floor_kw),
+        import_band_kw=None if inp.base_spread_kw is None else np.asarray(inp.base_spread_kw, dtype=float),
     )
 
 
@@ -93,7 +96,7 @@ def sessions_from_input(inp: PlanInput, warm: WarmStart | None = None) -> tuple[
         battery_min_kwh=np.minimum(s.min_soc[keep] * batt, now_kwh),
         battery_max_kwh=np.minimum(batt, now_kwh + need),  # full, or the request met: the car takes no more
         uid=None if warm is None else warm.uids([s.ids[i] or f"#pile{i}" for i in keep]),
-        peak_coupling=True,  # a car leaving inside a step: plan the power it draws, not the step's average
+        departure_coupling=True,  # a car leaving inside a step: plan the power it draws, not the step's average
     )
     return sess, keep
 
@@ -128,7 +131,7 @@ def plan_mpc(inp: PlanInput, time_limit_ms: float = 250.0, warm: WarmStart | Non
         return Plan(power_kw=np.zeros((n, 0)), status="ok", info={"sessions": 0})
     try:
         prob = mpc_problem(inp, warm)
-        lp = build_lp(prob.grid, prob.sessions, weights)
+        lp = build_lp(prob.grid, prob.sessions, weights or MPC_WEIGHTS)
     except (ValueError, FloatingPointError, IndexError) as exc:  # malformed input: never leave the tick empty
         return fallback_plan(inp, f"build:{type(exc).__name__}", (time.perf_counter() - t0) * 1e3)
     build_ms = (time.perf_counter() - t0) * 1e3

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from scheduler.lp_model import LpWeights
 from scheduler.model import Plan, PlanInput
-from scheduler.planner import plan_mpc
+from scheduler.planner import MPC_WEIGHTS, plan_mpc
 from tests.planner_fixtures import Car, Site
 
 TOL = 1e-6
@@ -223,7 +224,7 @@ def test_a_car_leaving_inside_a_step_is_planned_at_the_power_it_draws_while_ther
 
 def test_energy_comes_sooner_unless_later_is_really_cheaper():
     # price and energy only (no peak or valley terms): the hedge for cars still to come decides
-    flat = LpWeights(peak_per_kw=0.0, valley_per_kwh=0.0)
+    flat = replace(MPC_WEIGHTS, peak_per_kw=0.0, valley_per_kwh=0.0)
     near = Site(base_kw=[10, 10, 10, 10], step_h=0.5, cars=[Car(0, 3.5, 2.0)], price=[0.50, 0.50, 0.49, 0.49])
     plan = plan_mpc(near.input(), 5000.0, weights=flat)
     assert plan.power_kw[0] == pytest.approx([7.0, 0.0, 0.0, 0.0], abs=1e-6)  # 0.01 yuan/kWh is not worth waiting
@@ -231,3 +232,17 @@ def test_energy_comes_sooner_unless_later_is_really_cheaper():
     plan = plan_mpc(step.input(), 5000.0, weights=flat)
     assert plan.power_kw[0, :2] == pytest.approx([0.0, 0.0], abs=1e-6)  # a tariff step is
     assert plan.power_kw[0, 2:].sum() * 0.5 == pytest.approx(3.5, abs=1e-6)
+
+
+def test_the_plan_keeps_clear_of_what_a_forecast_error_may_take_unless_energy_needs_it():
+    # 10 kW of room in both hours, the top 5 kW of the second one within the forecast's spread:
+    # the cheap second hour is used only up to the spread, the first hour takes the rest
+    site = Site(base_kw=[100, 100], import_limit_kw=110.0, price=[1.0, 0.3], cars=[Car(0, 12.0, 2.0)],
+                extra={"base_spread_kw": np.array([0.0, 5.0])})
+    _, plan = solve(site)
+    assert plan.power_kw[0] == pytest.approx([7.0, 5.0], abs=1e-6)
+    # delivering the energy comes first: 13 kWh need 1 kW of the spread
+    site.cars = [Car(0, 13.0, 2.0)]
+    _, plan = solve(site)
+    assert plan.power_kw[0] == pytest.approx([7.0, 6.0], abs=1e-6)
+    assert plan.info["unmet_kwh"] == pytest.approx(0.0, abs=1e-6)
