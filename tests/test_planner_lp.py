@@ -7,9 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from controller.planning import step_grid
+from scheduler.lp_build import build_lp
 from scheduler.model import Plan, PlanInput
-from scheduler.planner import MPC_WEIGHTS, plan_mpc
-from tests.planner_fixtures import Car, Site
+from scheduler.planner import MPC_WEIGHTS, mpc_problem, plan_mpc
+from tests.planner_fixtures import T0, Car, Site
 
 TOL = 1e-6
 
@@ -246,3 +248,21 @@ def test_the_plan_keeps_clear_of_what_a_forecast_error_may_take_unless_energy_ne
     _, plan = solve(site)
     assert plan.power_kw[0] == pytest.approx([7.0, 6.0], abs=1e-6)
     assert plan.info["unmet_kwh"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_step_grid_aligns_to_the_clock_and_breaks_at_dispatch_changes_without_slivers():
+    t0 = T0 + 300.0  # five minutes past a quarter hour
+    steps = step_grid(t0, 3600.0, 900.0)
+    assert steps[0] == 600.0 and np.all(steps[1:] == 900.0) and steps.sum() >= 3600.0
+    # a command starting at 20 past, and one whose start is a rounding error after the half hour
+    edges = t0 + np.cumsum(step_grid(t0, 3600.0, 900.0, np.array([T0 + 1200.0, T0 + 1800.0 + 1e-9])))
+    assert T0 + 1200.0 in edges and T0 + 1800.0 in edges
+    assert np.diff(np.concatenate([[t0], edges])).min() >= 1.0
+
+
+def test_no_rounding_dust_reaches_the_solver():
+    # a V2G car whose request is met but for 1e-15 kWh stays in the plan (it may still discharge)
+    site = Site(base_kw=[50, 50], cars=[Car(0, 1e-15, 2.0, v2g=True)], v2g_piles=True, export_limit_kw=20)
+    prob = mpc_problem(site.input())
+    lp = build_lp(prob.grid, prob.sessions)
+    assert np.abs(lp.a_data[lp.a_data != 0]).min() > 1e-9
