@@ -112,7 +112,7 @@ class RollingPlanner:
         starts = snap.t_s + np.concatenate([[0.0], np.cumsum(steps)[:-1]])
         ends = starts + steps
         base, base_phase = self.forecaster.forecast(ends, steps)
-        spread = self.forecaster.spread(ends, steps)
+        spread, phase_spread = self.forecaster.spread(ends, steps)
         # the measured household load is the best forecast for the step we are in
         fixed = snap.assumed_kw
         now_phase = snap.base_phase_kw(ctl.piles.phase_share) + fixed @ ctl.piles.phase_share
@@ -144,6 +144,7 @@ class RollingPlanner:
             pile_online=snap.controllable,
             wear_yuan_per_kwh=self.cfg.wear_yuan_per_kwh,
             base_spread_kw=spread,
+            base_phase_spread_kw=phase_spread,
         )
 
     # ---- when to plan ------------------------------------------------------------------

@@ -120,6 +120,8 @@ class SyntheticSite:
         import_limit[ends - steps < T0_S + 2 * 3600] = 0.95 * self.transformer_kw  # the grid asks for 5 % less
         hour = _local_hour(ends - steps / 2)
         price = np.where((hour >= 8) & (hour < 22), 0.5583, 0.2983)
+        # the forecast's uncertainty: 8 % of the load hours ahead, none for the next minutes
+        spread = 0.08 * base * np.sqrt(1.0 - np.exp(-2.0 * (ends - steps / 2 - t_s) / 5400.0))
         return PlanInput(
             t0_s=t_s,
             step_s=steps,
@@ -137,8 +139,8 @@ class SyntheticSite:
             piles=self.piles,
             sessions=self.sessions,
             pile_online=np.ones(self.piles.n, dtype=bool),
-            # the forecast's uncertainty: 8 % of the load hours ahead, none for the next minutes
-            base_spread_kw=0.08 * base * np.sqrt(1.0 - np.exp(-2.0 * (ends - steps / 2 - t_s) / 5400.0)),
+            base_spread_kw=spread,
+            base_phase_spread_kw=np.stack([spread * 0.34, spread * 0.33, spread * 0.33], axis=1),
         )
 
     def advance(self, plan: Plan, t_s: float, dt_s: float, serial: int) -> None:

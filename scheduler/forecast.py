@@ -75,6 +75,7 @@ class BaseLoadForecaster:
         self._profile[:] = total[None, :, None] * (split / split.sum())[None, None, :]
         self._days[:] = cfg.prior_days
         self._var = np.broadcast_to((cfg.prior_spread * total) ** 2, self._days.shape).copy()
+        self._var_phase = (cfg.prior_spread * self._profile) ** 2
 
     # ---- time ------------------------------------------------------------------------------------
     def _abs_bin(self, t_s: float) -> int:
@@ -108,6 +109,7 @@ class BaseLoadForecaster:
             scale = base_kw / here if here > 0 else 1.0
             self._profile *= scale
             self._var *= scale**2
+            self._var_phase *= scale**2
             self._scaled = True
         b = self._abs_bin(t_s)
         if self._bin_key is not None and b != self._bin_key:
@@ -134,8 +136,9 @@ class BaseLoadForecaster:
         k, t = int(kind), int(tod)
         days = self._days[k, t]
         w = max(1.0 / (days + 1.0), self.cfg.min_weight)
-        miss = float((self._acc / self._acc_n - self._profile[k, t]).sum())  # the profile's error on this day
-        self._var[k, t] += w * (miss**2 - self._var[k, t])
+        miss = self._acc / self._acc_n - self._profile[k, t]  # the profile's error on this day, per phase
+        self._var[k, t] += w * (float(miss.sum()) ** 2 - self._var[k, t])
+        self._var_phase[k, t] += w * (miss**2 - self._var_phase[k, t])
         self._profile[k, t] += w * (self._acc / self._acc_n - self._profile[k, t])
         self._days[k, t] = days + 1.0
         self._acc[:] = 0.0
@@ -156,8 +159,10 @@ class BaseLoadForecaster:
             return np.zeros_like(t)
         return np.exp(-np.maximum(t - self.last_t_s, 0.0) / max(self.cfg.recent_tau_s, 1e-9))
 
-    def spread(self, step_end_s: np.ndarray, step_s: np.ndarray | None = None, samples: int = 4) -> np.ndarray:
-        """(H,) how far the mean household load of each step may run above its forecast (kW, total).
+    def spread(self, step_end_s: np.ndarray, step_s: np.ndarray | None = None,
+               samples: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """(total (H,), per phase (H, 3)): how far the mean household load of each step may run above
+        its forecast (kW).
 
         The day-to-day scatter of each bin around the learnt profile, less the part the present reading
         already tells (nothing for the next minutes, all of it hours ahead).
@@ -165,9 +170,10 @@ class BaseLoadForecaster:
         t = self._samples(step_end_s, step_s, samples)
         b = np.floor((t.ravel() + self.cfg.utc_offset_s) / self.cfg.bin_s).astype(np.int64)
         kind, tod = self._kind_bin(b)
+        unknown = self.cfg.spread_sigmas * np.sqrt(np.maximum(1.0 - self._fade(t) ** 2, 0.0))
         sd = np.sqrt(np.maximum(self._var[kind, tod], 0.0)).reshape(t.shape)
-        known = self._fade(t)
-        return self.cfg.spread_sigmas * (sd * np.sqrt(np.maximum(1.0 - known**2, 0.0))).mean(axis=1)
+        sd_phase = np.sqrt(np.maximum(self._var_phase[kind, tod], 0.0)).reshape((*t.shape, 3))
+        return (sd * unknown).mean(axis=1), (sd_phase * unknown[:, :, None]).mean(axis=1)
 
     def forecast(self, step_end_s: np.ndarray, step_s: np.ndarray | None = None,
                  samples: int = 4) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ Columns (all kW or kWh, >= 0 unless said):
   x[k,t]  charging power of session k in step t (only inside its window)
   y[k,t]  discharge power (V2G sessions only), e[k,t] energy in the battery at the end of t
   u[k]    unmet energy at the end of the window (soft, very expensive)
-  F[f,t]  EV power on phase f (free), o[f,t] phase overflow beyond the headroom
+  F[f,t]  EV power on phase f up to its headroom less its band, bp[f,t] in the band (costly),
+          o[f,t] beyond the headroom (overflow); the phase's EV power is F + bp + o
   E[t]    EV aggregate in [-ev_export, ev_import]
   z[t,j]  site import in segment j of a convex piecewise-linear cost (valley filling)
   oi[t]   site import beyond the import limit, s[t] site export
@@ -93,7 +94,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
 
     # ---- columns -----------------------------------------------------------------------------
     sizes = {"x": nx, "y": ny, "e": ny, "u": k, "F": 3 * h, "o": 3 * h, "E": h, "z": h * nseg,
-             "oi": h, "s": h, "P": 1, "phi": 2, "dp": h, "dm": h, "b": h}
+             "oi": h, "s": h, "P": 1, "phi": 2, "dp": h, "dm": h, "b": h, "bp": 3 * h}
     col: dict[str, slice] = {}
     at = 0
     for name, size in sizes.items():
@@ -114,8 +115,13 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
         hr = np.full((h, 3), INF)
     else:
         hr = np.broadcast_to(g.phase_limit_kw, (h, 3)) - g.base_phase_kw
+    # the top of each phase's headroom a household-load forecast error may take (phase-major like F)
+    pband = np.zeros(3 * h) if g.phase_band_kw is None or s.peak_coupling else \
+        np.clip(np.broadcast_to(g.phase_band_kw, (h, 3)).T.reshape(-1), 0.0, None)
+    pband = np.where(np.isfinite(hr.T.reshape(-1)), np.minimum(pband, np.maximum(hr.T.reshape(-1), 0.0)), 0.0)
     lb[col["F"]] = -INF
-    ub[col["F"]] = INF if s.peak_coupling else hr.T.reshape(-1)  # F ordered phase-major: f * H + t
+    ub[col["F"]] = INF if s.peak_coupling else hr.T.reshape(-1) - pband  # F ordered phase-major: f * H + t
+    ub[col["bp"]] = pband
     ub[col["o"]] = np.where(np.isfinite(hr.T.reshape(-1)), INF, 0.0)
     lb[col["E"]] = -np.asarray(g.ev_export_limit_kw, dtype=float)
     ub[col["E"]] = g.ev_import_limit_kw
@@ -142,6 +148,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     c[col["dp"]] = w.setpoint_per_kwh * dt
     c[col["dm"]] = w.setpoint_per_kwh * dt
     c[col["b"]] = (w.band_per_kwh + g.import_price) * dt
+    c[col["bp"]] = w.band_per_kwh * np.tile(dt, 3)
 
     # ---- rows -------------------------------------------------------------------------------
     rows: list[np.ndarray] = []
@@ -200,7 +207,7 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
         rkey.append(key(3, uid[ys], sk[yt]))
         r0 += ny
 
-    # phase definitions: sum_k share (x - y) - F = 0, one row per (phase, step)
+    # phase definitions: sum_k share (x - y) - F [- bp - o] = 0, one row per (phase, step)
     share = g.phase_share[s.pile[sess]]  # (nx, 3)
     for f in range(3):
         on = share[:, f] > 0
@@ -209,17 +216,21 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
         add(r0 + f * h + step[y_pos][on_y], ycol[on_y], -share[y_pos][on_y, f])
     fcol = col["F"].start + np.arange(3 * h)
     add(r0 + np.arange(3 * h), fcol, -np.ones(3 * h))
+    if not s.peak_coupling:  # the phase's power beyond F: in the band, or overflow when nothing else is left
+        add(r0 + np.arange(3 * h), col["bp"].start + np.arange(3 * h), -np.ones(3 * h))
+        add(r0 + np.arange(3 * h), col["o"].start + np.arange(3 * h), -np.ones(3 * h))
     rlb.append(np.zeros(3 * h))
     rub.append(np.zeros(3 * h))
     rkey.append(key(4, np.repeat(np.arange(3), h), np.tile(sk, 3)))
     r0 += 3 * h
 
-    # EV aggregate: E_t - sum_f (F + o) = 0
+    # EV aggregate: E_t - sum_f (F [+ bp + o]) = 0
     tt = np.arange(h)
     ecols = col["E"].start + tt
     add(r0 + tt, ecols, np.ones(h))
     add(r0 + np.tile(tt, 3), fcol, -np.ones(3 * h))
     if not s.peak_coupling:
+        add(r0 + np.tile(tt, 3), col["bp"].start + np.arange(3 * h), -np.ones(3 * h))
         add(r0 + np.tile(tt, 3), col["o"].start + np.arange(3 * h), -np.ones(3 * h))
     rlb.append(np.zeros(h))
     rub.append(np.zeros(h))
@@ -353,7 +364,8 @@ def _departure_rows(g: LpGrid, burst: tuple[np.ndarray, np.ndarray, np.ndarray, 
     """The site's limits with the departure bursts on top of the step averages (`_departure_bursts`).
 
     Site import: E_t + bursts - b - oi <= limit - band - base; EV import: E_t + bursts <= ev limit;
-    phase f: F[f,t] + share x bursts - o <= headroom.
+    phase f: F[f,t] + bp[f,t] + share x bursts <= headroom (what the bursts need beyond it lowers F, and
+    the overflow o then carries it).
     """
     h = g.horizon
     tt = np.arange(h)
@@ -375,9 +387,8 @@ def _departure_rows(g: LpGrid, burst: tuple[np.ndarray, np.ndarray, np.ndarray, 
     rkey.append(key(11, 0, sk))
     r0 += h
     fcol = col["F"].start + np.arange(3 * h)
-    ocol = col["o"].start + np.arange(3 * h)
     add(r0 + np.arange(3 * h), fcol, np.ones(3 * h))
-    add(r0 + np.arange(3 * h), ocol, -np.ones(3 * h))
+    add(r0 + np.arange(3 * h), col["bp"].start + np.arange(3 * h), np.ones(3 * h))
     for f in range(3):
         on = share[xi, f] > 0
         add(r0 + f * h + st[on], bc[on], coef[on] * share[xi[on], f])

@@ -31,7 +31,7 @@ def column_keys(g: LpGrid, s: LpSessions, sess: np.ndarray, step: np.ndarray, y_
         key(5, ph, sk[tph]), key(6, ph, sk[tph]), key(7, 0, sk),
         key(8, np.tile(np.arange(nseg), h), sk[np.repeat(tt, nseg)]),
         key(9, 0, sk), key(10, 0, sk), key(11, 0, 0), key(12, np.arange(2), 0),
-        key(13, 0, sk), key(14, 0, sk), key(15, 0, sk),
+        key(13, 0, sk), key(14, 0, sk), key(15, 0, sk), key(16, ph, sk[tph]),
     ])
 
 

@@ -47,6 +47,7 @@ class LpGrid:
     peak_base_kw: np.ndarray | None = None  # (H,) household load at its highest within each step (coarse steps)
     peak_floor_kw: float = 0.0  # the peak already reached today: going up to it costs nothing more
     import_band_kw: np.ndarray | None = None  # (H,) the top of the import room a forecast error may take
+    phase_band_kw: np.ndarray | None = None  # (H, 3) the same for each phase's headroom
 
     @property
     def horizon(self) -> int:

@@ -115,6 +115,7 @@ class PlanInput:
     wear_yuan_per_kwh: float = 0.05  # battery wear per discharged kWh (V2G)
     peak_floor_kw: float = 0.0  # highest total load already measured in the past day (the peak to beat)
     base_spread_kw: np.ndarray | None = None  # (H,) how far the household load may run above its forecast
+    base_phase_spread_kw: np.ndarray | None = None  # (H, 3) the same per phase
 
     @property
     def horizon(self) -> int:

@@ -52,6 +52,7 @@ def grid_from_input(inp: PlanInput) -> LpGrid:
         step_key=np.round(inp.step_end_s).astype(np.int64) % (1 << 32),
         peak_floor_kw=float(inp.peak_floor_kw),
         import_band_kw=None if inp.base_spread_kw is None else np.asarray(inp.base_spread_kw, dtype=float),
+        phase_band_kw=None if inp.base_phase_spread_kw is None else np.asarray(inp.base_phase_spread_kw, dtype=float),
     )
 
 

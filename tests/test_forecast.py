@@ -72,16 +72,18 @@ def test_spread_learns_the_day_to_day_scatter_and_shrinks_towards_the_present():
     f.observe_many(t, 200.0 + np.where((hour >= 18) & (hour < 22), swing, 0.0))
     now = float(t[-1])  # 23:59 local
     ahead = now + 60.0 + STEP * (np.arange(96) + 1)  # the next day, quarter by quarter
-    spread = f.spread(ahead, np.full(96, STEP))
+    spread, phase_spread = f.spread(ahead, np.full(96, STEP))
     evening = ((ahead - STEP / 2 + 8 * 3600) % 86400) / 3600.0
     eve = (evening >= 18.5) & (evening < 21.5)
     night = (evening >= 2) & (evening < 5)
     assert spread[eve] == pytest.approx(40.0, rel=0.15)  # about one standard deviation of the scatter
     assert spread[night].max() < 5.0  # the prior's 8 % has been learnt away
+    # one reading per minute for the total: each phase a third of it, and a third of its scatter
+    assert phase_spread[eve] == pytest.approx(np.full((eve.sum(), 3), 40.0 / 3), rel=0.15)
     # the next minutes are known from the meter: no spread right ahead, the full scatter hours on
     g = BaseLoadForecaster(ForecastConfig(default_profile_kw=(200.0,) * 96, recent_tau_s=3600.0))
     g.observe(MIDNIGHT_LOCAL, 200.0)
-    near_far = g.spread(MIDNIGHT_LOCAL + np.array([60.0, 12 * 3600.0]), np.array([60.0, 900.0]))
+    near_far, _ = g.spread(MIDNIGHT_LOCAL + np.array([60.0, 12 * 3600.0]), np.array([60.0, 900.0]))
     assert near_far[0] < 0.2 * near_far[1]
     assert near_far[1] == pytest.approx(0.08 * 200.0, rel=0.01)  # cold: the prior's share of the profile
 

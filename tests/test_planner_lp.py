@@ -266,3 +266,24 @@ def test_no_rounding_dust_reaches_the_solver():
     prob = mpc_problem(site.input())
     lp = build_lp(prob.grid, prob.sessions)
     assert np.abs(lp.a_data[lp.a_data != 0]).min() > 1e-9
+
+
+def test_a_household_load_over_a_phase_limit_leaves_the_plan_whole():
+    # 110 kW on each phase in the first hour against a 100 kW phase limit: nothing to charge then,
+    # and the plan for the hour after is still an optimal plan, not a fallback
+    site = Site(base_kw=[330, 200], phase_limit_kw=[100, 100, 100], cars=[Car(i, 5.0, 2.0) for i in range(3)])
+    inp = site.input()
+    plan = plan_mpc(inp, 5000.0)
+    assert plan.status == "optimal" and not plan.fallback
+    assert plan.power_kw == pytest.approx(np.array([[0.0, 5.0]] * 3), abs=1e-6)
+
+
+def test_a_phase_keeps_clear_of_what_a_forecast_error_may_take_unless_energy_needs_it():
+    # the car's phase has 10 kW of room in both hours; the top 5 kW of the cheap second hour is spread
+    site = Site(base_kw=[270, 270], phase_limit_kw=[100, 100, 100], price=[1.0, 0.3], cars=[Car(0, 12.0, 2.0)],
+                extra={"base_phase_spread_kw": np.array([[0.0, 0.0, 0.0], [5.0, 0.0, 0.0]])})
+    _, plan = solve(site)
+    assert plan.power_kw[0] == pytest.approx([7.0, 5.0], abs=1e-6)
+    site.cars = [Car(0, 13.0, 2.0)]
+    _, plan = solve(site)
+    assert plan.power_kw[0] == pytest.approx([7.0, 6.0], abs=1e-6)
