@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from drivers.device import ProfiledDevice
 from drivers.profiles import Profile
-from drivers.registers import RegisterValueError, encode_canonical
+from drivers.registers import RegisterValueError, encode_canonical, toward_zero_canonical
 from drivers.transport import DeviceError, ModbusBus
 
 
@@ -105,7 +105,8 @@ class ModbusPile(ProfiledDevice):
 
     def device_value(self, kw: float) -> float:
         """The setpoint in the pile's own quantity (A per phase, or kW), clamped to what it
-        can hold: 0 (pause), or between min_a and max_a."""
+        can hold: 0 (pause), or between min_a and max_a, in whole steps of its register and
+        never above what was asked (a limit is not rounded up), the minimum excepted."""
         spec = self.setpoint_spec
         if kw < 0 and not spec.signed:
             kw = 0.0
@@ -113,7 +114,9 @@ class ModbusPile(ProfiledDevice):
         if amps != 0:
             sign = -1.0 if amps < 0 else 1.0
             amps = sign * min(max(abs(amps), spec.min_a), spec.max_a)
-        return amps if spec.quantity == "current" else self.a_to_kw(amps)
+        if spec.quantity == "current":
+            return toward_zero_canonical(amps, spec.reg, spec.min_a)
+        return toward_zero_canonical(self.a_to_kw(amps), spec.reg, self.a_to_kw(spec.min_a))
 
     def setpoint_words(self, kw: float) -> list[int]:
         """Register words for a power limit in kW (converted to the device's A or W)."""

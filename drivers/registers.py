@@ -95,6 +95,20 @@ def encode(value: float | str, reg: Register) -> list[int]:
     return ModbusClientMixin.convert_to_registers(raw, data_type=_TYPES[reg.type], word_order=reg.word_order)
 
 
+def toward_zero_canonical(value: float, reg: Register, at_least: float = 0.0) -> float:
+    """The value an integer register can hold closest to `value` without exceeding its magnitude (a limit
+    written to a device is never rounded up), but no less in magnitude than `at_least` when `value` is
+    not (a pile's minimum current that is not a whole register step). Float registers take it as it is."""
+    if not reg.type.startswith(("int", "uint")) or value == 0:
+        return value
+    step = reg.canonical_factor
+    sign = -1.0 if value < 0 else 1.0
+    mag = math.floor(abs(value) / step + 1e-9) * step
+    if at_least > 0 and abs(value) >= at_least - 1e-9 and mag < at_least - 1e-9:
+        mag = math.ceil(at_least / step - 1e-9) * step
+    return sign * mag
+
+
 def encode_canonical(value: float, reg: Register) -> list[int]:
     """Words for a value in the canonical unit (kW, A, ...)."""
     return encode(value / UNIT_TO_CANONICAL[reg.unit][1], reg)

@@ -17,7 +17,9 @@ import pytest
 from controller.cli import main
 from controller.cli_device import read_device
 from controller.errors import UserError
-from drivers.profiles import Profile, load_profile, profile_names
+from drivers.pile import ModbusPile
+from drivers.profiles import Profile, Register, load_profile, profile_names
+from drivers.registers import toward_zero_canonical
 from drivers.transport import BusPool
 from sim.register_image import RegisterImage, serve_image
 
@@ -286,3 +288,32 @@ async def test_pile_mutations_are_visible(name: str, modbus_servers) -> None:
     assert good == {"profile": name, **case.expected}
     for what, prof in _mutations(load_profile(name)).items():
         assert await _read_or_error(prof, url, case.unit) != good, f"{name}: {what} went unnoticed"
+
+
+async def test_a_current_limit_is_never_rounded_up_to_the_register_step() -> None:
+    """9.7 A asked of a pile that takes whole amps is 9 A: 0.3 A less, never 0.3 A more (on 400 piles
+    rounding to the nearest amp could put 46 kW over the transformer's limit); 6 A stays 6 A."""
+    pool = BusPool()
+    try:
+        vestel = ModbusPile(load_profile("vestel-evc04"), pool.get("modbus-tcp://127.0.0.1:1"), 1,
+                            voltage_v=230, n_phases=1)
+        assert vestel.device_value(vestel.a_to_kw(9.7)) == 9.0
+        assert vestel.device_value(vestel.a_to_kw(9.9999999)) == 9.0
+        assert vestel.device_value(vestel.a_to_kw(6.0)) == 6.0
+        assert vestel.device_value(vestel.a_to_kw(5.2)) == 6.0  # the pile's minimum, as before
+        assert vestel.setpoint_words(vestel.a_to_kw(9.7)) == [9]
+        keba = ModbusPile(load_profile("keba-p30"), pool.get("modbus-tcp://127.0.0.1:1"), 1, voltage_v=230, n_phases=3)
+        assert keba.device_value(keba.a_to_kw(9.7)) == pytest.approx(9.7)  # mA: fine enough already
+        alfen = ModbusPile(load_profile("alfen-ng9xx"), pool.get("modbus-tcp://127.0.0.1:1"), 1,
+                           voltage_v=230, n_phases=3)
+        assert alfen.device_value(alfen.a_to_kw(9.73)) == pytest.approx(9.73)  # float register: as asked
+    finally:
+        pool.close()
+
+
+def test_toward_zero_keeps_the_sign_and_reaches_a_minimum_between_steps() -> None:
+    reg = Register(fc=3, address=0, type="int16", unit="kW", scale=0.1, writable=True)
+    assert toward_zero_canonical(2.37, reg) == pytest.approx(2.3)
+    assert toward_zero_canonical(-2.37, reg) == pytest.approx(-2.3)  # discharge: no more than asked either
+    assert toward_zero_canonical(1.38, reg, at_least=1.38) == pytest.approx(1.4)  # 6 A at 230 V
+    assert toward_zero_canonical(1.2, reg, at_least=1.38) == pytest.approx(1.2)  # below the minimum: as it is
