@@ -154,6 +154,19 @@ class MqttGridLink:
         payload = event_payload(kind, message, self.clock.now(), self.tz, dict(fields))
         self.conn.publish(Outbound(self.topics.events, to_json(payload), qos=1), "reliable")
 
+    def _own_event(self, kind: str, message: str, **fields: object) -> None:
+        """An event of the link's own (link lost, bookings, ...): to the grid and into the events table."""
+        self.event(kind, message, **fields)
+        self._record(kind, message, dict(fields))
+
+    def _record(self, kind: str, message: str, fields: dict) -> None:
+        record = getattr(self._store_arg, "event", None)  # the daemon's store (queued, off the hot path)
+        if callable(record):
+            try:
+                record(self.clock.now(), kind, message, fields)
+            except Exception:
+                log.exception("grid link: storing event %s failed", kind)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._inbox = asyncio.Queue()
@@ -273,13 +286,13 @@ class MqttGridLink:
         if kind == LINK_LOST:
             applies = (f"default {d.command_id}" if d else
                        f"fallback {self.m.fallback_limit_kw:g} kW" if self.m.fallback_limit_kw else "no fallback limit")
-            self.event(LINK_LOST, f"no message from the grid for {silent:.0f} s; applying {applies}",
+            self._own_event(LINK_LOST, f"no message from the grid for {silent:.0f} s; applying {applies}",
                        silent_s=round(silent, 1), default_command_id=d.command_id if d else None,
                        fallback_limit_kw=self.m.fallback_limit_kw)
         elif kind == LINK_RESTORED:
-            self.event(LINK_RESTORED, "the grid is heard again; the default applies until a fresh command")
+            self._own_event(LINK_RESTORED, "the grid is heard again; the default applies until a fresh command")
         elif kind == FALLBACK_ENDED:
-            self.event(FALLBACK_ENDED, "fresh dispatch command accepted; the fallback no longer applies")
+            self._own_event(FALLBACK_ENDED, "fresh dispatch command accepted; the fallback no longer applies")
 
     def _check_link(self, now_s: float) -> None:
         with self._lock:
@@ -347,7 +360,7 @@ class MqttGridLink:
                 self.conn.publish(Outbound(msg.response_topic, data, qos=1, correlation_data=msg.correlation_data),
                                   "reliable")
         if v.store_error:
-            self.event("dispatch_store_error", v.store_error)
+            self._own_event("dispatch_store_error", v.store_error)
         self._emit(v.transitions, now)
         if v.heard:
             self._heard(now, command=(v.heard == "command"))
@@ -371,14 +384,16 @@ class MqttGridLink:
         now = self.clock.now()
         res = parse_booking(msg.payload, pile_id, self.piles, now, strict=self.m.strict)
         if isinstance(res, Rejection):
-            payload = event_payload("booking_rejected", f"booking for {pile_id} refused: {res.field}: {res.detail}",
-                                    now, self.tz, {"pile": pile_id, "reason": res.reason, "field": res.field})
+            kind, message = "booking_rejected", f"booking for {pile_id} refused: {res.field}: {res.detail}"
+            fields: dict[str, object] = {"pile": pile_id, "reason": res.reason, "field": res.field}
         else:
             with self._lock:
                 self._bookings.append(res)
-            payload = event_payload("booking_accepted", f"booking for {pile_id} accepted", now, self.tz,
-                                    {"pile": pile_id, "energy_kwh": res.energy_kwh, "priority": res.priority})
+            kind, message = "booking_accepted", f"booking for {pile_id} accepted"
+            fields = {"pile": pile_id, "energy_kwh": res.energy_kwh, "priority": res.priority}
+        payload = event_payload(kind, message, now, self.tz, fields)
         self.conn.publish(Outbound(self.topics.events, to_json(payload), qos=1), "reliable")
+        self._record(kind, message, fields)
         if msg.response_topic:
             self.conn.publish(Outbound(msg.response_topic, to_json(payload), qos=1,
                                        correlation_data=msg.correlation_data), "reliable")
@@ -391,7 +406,7 @@ class MqttGridLink:
                 self._status = "safe_mode" if r.safe_mode else "online"
                 self.conn.publish(self._birth(), "reliable")
                 continue
-            self.event(alarm.kind, alarm.message, **alarm.fields)
+            self._own_event(alarm.kind, alarm.message, **alarm.fields)
 
     def _pile_states(self, r: TickReport) -> None:
         for pid in r.pile_status:

@@ -205,3 +205,30 @@ async def test_bookings_become_bookings_or_rejection_events(make_link, grid: Gri
     got = [(e.json()["pile"], e.json()["reason"], e.json()["field"]) for e in rejected]
     assert got == [(p, r, f) for p, _pl, r, f in cases]
     assert link.take_bookings() == []
+
+
+async def test_the_links_own_events_land_in_the_events_table(make_link, grid: GridClient, tmp_path) -> None:
+    from sqlalchemy import select
+
+    from controller.db_schema import events
+    from controller.storage import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'youxu.sqlite'}")
+    try:
+        link = await make_link(link_loss_s=10, store=store)
+        await online(grid, link)
+        pid = next(iter(link.piles))
+        grid.publish(topic(link, f"sessions/{pid}/request"), {"schema": "youxu.session/1", "energy_kwh": 5.0,
+                                                             "departure": rfc(link.clock.now() + 3600)})
+        await grid.until_event("booking_accepted")
+        link.clock.advance(11)
+        link.after_tick(report(link.clock.now(), 200.0, 20.0))
+        await grid.until_event("link_lost")
+        assert store.flush(10.0)
+        with store.engine.connect() as c:
+            rows = {r.kind: r for r in c.execute(select(events))}
+        assert {"booking_accepted", "link_lost"} <= set(rows)
+        assert rows["booking_accepted"].fields["pile"] == pid
+        assert rows["link_lost"].t_s == pytest.approx(link.clock.now())
+    finally:
+        store.close()
