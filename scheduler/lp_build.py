@@ -19,7 +19,9 @@ Columns (all kW or kWh, >= 0 unless said):
   dp, dm  deviation above / below a dispatch setpoint
 Rows: energy per session, fairness per session, battery balance per V2G session-step,
 phase definitions, the EV aggregate, the site balance, the peak and the setpoint tracking
-(and, with `peak_coupling`, the limits at the power a car draws while plugged in).
+(and the limits at the power a car draws while plugged in: every session's with `peak_coupling`,
+the offline yardstick's coarse blocks; with `departure_coupling`, the rolling plan's, only where a car
+leaves inside a step).
 Built without Python loops over sessions or steps. The data types are in `scheduler.lp_model`,
 the element keys a warm start follows in `scheduler.lp_keys`.
 """
