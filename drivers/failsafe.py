@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.pile import ModbusPile
 from drivers.profiles import Failsafe, load_profile
-from drivers.registers import toward_zero_canonical
 from drivers.transport import DeviceError
 
 if TYPE_CHECKING:
@@ -152,10 +151,7 @@ class FailsafeKeeper:
         assert spec is not None and spec.current is not None
         reg = spec.current
         is_current = reg.canonical_unit == "A"
-        min_a = pile.setpoint_spec.min_a
-        # never above the site's failsafe, but not below the pile's minimum when the failsafe is not
-        want = (toward_zero_canonical(pile.kw_to_a(st.safe_kw), reg, min_a) if is_current
-                else toward_zero_canonical(st.safe_kw, reg, pile.a_to_kw(min_a)))
+        want = pile.register_limit(pile.kw_to_a(st.safe_kw), reg, as_current=is_current)  # never above it
         if reg.writable:
             await pile.write_canonical(reg, want, self.timeout_s)
             got = await pile.read_register(spec.current_readback or reg, self.timeout_s)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from drivers.device import ProfiledDevice
-from drivers.profiles import Profile
+from drivers.profiles import Profile, Register
 from drivers.registers import RegisterValueError, encode_canonical, toward_zero_canonical
 from drivers.transport import DeviceError, ModbusBus
 
@@ -114,9 +114,15 @@ class ModbusPile(ProfiledDevice):
         if amps != 0:
             sign = -1.0 if amps < 0 else 1.0
             amps = sign * min(max(abs(amps), spec.min_a), spec.max_a)
-        if spec.quantity == "current":
-            return toward_zero_canonical(amps, spec.reg, spec.min_a)
-        return toward_zero_canonical(self.a_to_kw(amps), spec.reg, self.a_to_kw(spec.min_a))
+        return self.register_limit(amps, spec.reg, as_current=spec.quantity == "current")
+
+    def register_limit(self, amps: float, reg: Register, as_current: bool) -> float:
+        """A current limit in a register's quantity (A, or kW when not `as_current`), in whole steps of
+        the register toward zero, but not below the pile's minimum current when `amps` is not."""
+        min_a = self.setpoint_spec.min_a
+        if as_current:
+            return toward_zero_canonical(amps, reg, min_a)
+        return toward_zero_canonical(self.a_to_kw(amps), reg, self.a_to_kw(min_a))
 
     def setpoint_words(self, kw: float) -> list[int]:
         """Register words for a power limit in kW (converted to the device's A or W)."""

@@ -312,19 +312,7 @@ def _peak_rows(g: LpGrid, s: LpSessions, sess: np.ndarray, step: np.ndarray, fra
     rub.append(hr.T.reshape(-1))
     rkey.append(key(9, np.repeat(np.arange(3), h), np.tile(sk, 3)))
     r0 += 3 * h
-    # site import: sum x / a - b - oi <= import limit - band - household load; EV import: sum x / a <= ev limit
-    add(r0 + step, xcol, inv)
-    add(r0 + tt, col["b"].start + tt, -np.ones(h))
-    add(r0 + tt, col["oi"].start + tt, -np.ones(h))
-    rlb.append(np.full(h, -INF))
-    rub.append(g.import_limit_kw - band - g.base_kw)
-    rkey.append(key(10, 0, sk))
-    r0 += h
-    add(r0 + step, xcol, inv)
-    rlb.append(np.full(h, -INF))
-    rub.append(np.asarray(g.ev_import_limit_kw, dtype=float))
-    rkey.append(key(11, 0, sk))
-    r0 += h
+    r0 = _import_rows(g, band, col, (step, xcol, inv), r0, add, rlb, rub, rkey)  # sum x / a
     # the peak of the real steps: the highest household load plus the EVs at their plugged-in power
     pk = g.base_kw if g.peak_base_kw is None else np.asarray(g.peak_base_kw, dtype=float)
     add(r0 + step, xcol, inv)
@@ -373,21 +361,8 @@ def _departure_rows(g: LpGrid, burst: tuple[np.ndarray, np.ndarray, np.ndarray, 
     tt = np.arange(h)
     sk = step_keys(g)
     st, bc, coef, xi = burst
-    ecols = col["E"].start + tt
-    add(r0 + tt, ecols, np.ones(h))
-    add(r0 + st, bc, coef)
-    add(r0 + tt, col["b"].start + tt, -np.ones(h))
-    add(r0 + tt, col["oi"].start + tt, -np.ones(h))
-    rlb.append(np.full(h, -INF))
-    rub.append(g.import_limit_kw - band - g.base_kw)
-    rkey.append(key(10, 0, sk))
-    r0 += h
-    add(r0 + tt, ecols, np.ones(h))
-    add(r0 + st, bc, coef)
-    rlb.append(np.full(h, -INF))
-    rub.append(np.asarray(g.ev_import_limit_kw, dtype=float))
-    rkey.append(key(11, 0, sk))
-    r0 += h
+    ev = (np.concatenate([tt, st]), np.concatenate([col["E"].start + tt, bc]), np.concatenate([np.ones(h), coef]))
+    r0 = _import_rows(g, band, col, ev, r0, add, rlb, rub, rkey)  # E_t + bursts
     fcol = col["F"].start + np.arange(3 * h)
     add(r0 + np.arange(3 * h), fcol, np.ones(3 * h))
     add(r0 + np.arange(3 * h), col["bp"].start + np.arange(3 * h), np.ones(3 * h))
@@ -395,9 +370,32 @@ def _departure_rows(g: LpGrid, burst: tuple[np.ndarray, np.ndarray, np.ndarray, 
         on = share[xi, f] > 0
         add(r0 + f * h + st[on], bc[on], coef[on] * share[xi[on], f])
     rlb.append(np.full(3 * h, -INF))
-    rub.append(np.where(np.isfinite(hr.T.reshape(-1)), hr.T.reshape(-1), INF))
+    rub.append(hr.T.reshape(-1))
     rkey.append(key(9, np.repeat(np.arange(3), h), np.tile(sk, 3)))
     return r0 + 3 * h
+
+
+def _import_rows(g: LpGrid, band: np.ndarray, col: dict[str, slice],
+                 ev: tuple[np.ndarray, np.ndarray, np.ndarray], r0: int, add, rlb: list, rub: list,
+                 rkey: list) -> int:
+    """Site import and EV import, with the EV power given as entries (step, column, coefficient):
+    EV - b - oi <= import limit - band - household load, and EV <= the EV import limit."""
+    h = g.horizon
+    tt = np.arange(h)
+    sk = step_keys(g)
+    st, cc, vv = ev
+    add(r0 + st, cc, vv)
+    add(r0 + tt, col["b"].start + tt, -np.ones(h))
+    add(r0 + tt, col["oi"].start + tt, -np.ones(h))
+    rlb.append(np.full(h, -INF))
+    rub.append(g.import_limit_kw - band - g.base_kw)
+    rkey.append(key(10, 0, sk))
+    r0 += h
+    add(r0 + st, cc, vv)
+    rlb.append(np.full(h, -INF))
+    rub.append(np.asarray(g.ev_import_limit_kw, dtype=float))
+    rkey.append(key(11, 0, sk))
+    return r0 + h
 
 
 def _urgent_prefix(s: LpSessions, sess: np.ndarray, step: np.ndarray, dt: np.ndarray,

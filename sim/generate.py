@@ -18,7 +18,7 @@ from sim.grid_events import GridEventParams, dispatch_entries
 from sim.household import HouseholdModel
 from sim.measured_load import load_measured_csv, measured_phase_kw
 from sim.presets import EXPORT_SHARE, PHASE_LIMIT_FACTOR, POWER_FACTOR, Preset, preset_names, resolve_preset
-from sim.scenario import SCENARIO_FORMAT, Scenario
+from sim.scenario import PHASES, SCENARIO_FORMAT, Scenario
 from sim.tou import LocalAxis, TouTariff, beijing_tou, tariff_block
 
 __all__ = ["generate_scenario", "preset_names", "scenario_at_penetration"]
@@ -142,10 +142,7 @@ def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: 
             "export_limit_kw": round(EXPORT_SHARE * kva, 1),
             "phase_limit_kw": {"L1": phase_limit, "L2": phase_limit, "L3": phase_limit},
         },
-        "base_load": {
-            "resolution_s": 60,
-            "phases": {ph: [round(float(x), 2) for x in phase_kw[:, i]] for i, ph in enumerate(("L1", "L2", "L3"))},
-        },
+        "base_load": _load_block(60, phase_kw),
         "tariff": tariff_block(tariff, axis, 900),
         "piles": pile_dicts,
         "sessions": session_dicts,
@@ -161,8 +158,10 @@ def _history_block(model: HouseholdModel, start: datetime, days: int) -> dict:
     axis = LocalAxis(start - timedelta(days=days), days * 86400, 60)
     per_min = model.simulate(axis).phase_kw
     k = HISTORY_RESOLUTION_S // 60
-    means = per_min.reshape(-1, k, 3).mean(axis=1)
-    return {
-        "resolution_s": HISTORY_RESOLUTION_S,
-        "phases": {ph: [round(float(x), 2) for x in means[:, i]] for i, ph in enumerate(("L1", "L2", "L3"))},
-    }
+    return _load_block(HISTORY_RESOLUTION_S, per_min.reshape(-1, k, 3).mean(axis=1))
+
+
+def _load_block(resolution_s: int, phase_kw: np.ndarray) -> dict:
+    """A `base_load`-shaped block: (n, 3) kW per phase at `resolution_s`, to the watt."""
+    return {"resolution_s": resolution_s,
+            "phases": {ph: [round(float(x), 2) for x in phase_kw[:, i]] for i, ph in enumerate(PHASES)}}

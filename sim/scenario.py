@@ -39,6 +39,12 @@ class BaseLoad(_Strict):
     kw: list[float] | None = None
     phases: dict[Literal["L1", "L2", "L3"], list[float]] | None = None
 
+    def phase_values(self) -> np.ndarray:
+        """(n, 3) kW per phase as given (a total is split evenly over the phases)."""
+        if self.phases is not None:
+            return np.stack([np.asarray(self.phases[p], dtype=float) for p in PHASES], axis=1)
+        return np.repeat(np.asarray(self.kw, dtype=float)[:, None] / 3.0, 3, axis=1)
+
     @model_validator(mode="after")
     def _one_form(self) -> BaseLoad:
         if (self.kw is None) == (self.phases is None):
@@ -177,10 +183,8 @@ class Scenario(_Strict):
     def base_phase_kw(self) -> np.ndarray:
         """Household load per phase at every step, shape (n_steps, 3)."""
         bl = self.base_load
-        if bl.phases is not None:
-            return np.stack([self._resample(bl.phases[p], bl.resolution_s) for p in PHASES], axis=1)
-        total = self._resample(bl.kw, bl.resolution_s)
-        return np.repeat(total[:, None] / 3.0, 3, axis=1)
+        values = bl.phase_values()
+        return values[np.minimum(self.step_times_s() // bl.resolution_s, values.shape[0] - 1)]
 
     def base_kw(self) -> np.ndarray:
         return self.base_phase_kw().sum(axis=1)
@@ -190,10 +194,7 @@ class Scenario(_Strict):
         h = self.base_load_history
         if h is None:
             return np.zeros(0), np.zeros((0, 3))
-        if h.phases is not None:
-            ph = np.stack([np.asarray(h.phases[p], dtype=float) for p in PHASES], axis=1)
-        else:
-            ph = np.repeat(np.asarray(h.kw, dtype=float)[:, None] / 3.0, 3, axis=1)
+        ph = h.phase_values()
         n = ph.shape[0]
         t_s = (np.arange(n) - n + 0.5) * h.resolution_s
         return t_s, ph
