@@ -16,16 +16,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from controller.clock import Clock, RealClock
-from controller.decision import Controller, SiteLimits
-from controller.fastloop import STATE_KEY, FastLoop
-from controller.gridlink import GridLink, NoGridLink
-from controller.siteconfig import SiteConfig
-from controller.siteio import SiteIO
-from controller.storage import Store
-from controller.tariff import tariff_fn
-from controller.watchdog import Watchdog
-from drivers.failsafe import FailsafeKeeper, safe_kw
+from youxu.config.errors import UserError
+from youxu.controller.gridlink import GridLink, NoGridLink
+from youxu.controller.loop.fastloop import STATE_KEY, FastLoop
+from youxu.controller.loop.siteio import SiteIO
+from youxu.controller.ops.watchdog import Watchdog
+from youxu.controller.siteconfig import SiteConfig
+from youxu.controller.store.dispatch_store import SqlDispatchStore
+from youxu.controller.store.storage import Store
+from youxu.controller.tariff import tariff_fn
+from youxu.drivers.clock import Clock, RealClock
+from youxu.drivers.failsafe import FailsafeKeeper
+from youxu.scheduler.decision import Controller, SiteLimits
+from youxu.scheduler.rolling import PlanningConfig, RollingPlanner
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +44,31 @@ def site_limits(cfg: SiteConfig) -> SiteLimits:
                       margin_kw=t.margin_kw)
 
 
-def make_controller(cfg: SiteConfig, link: GridLink) -> Controller:
-    planner = None
-    if cfg.control.strategy == "mpc":
-        from controller.planning import RollingPlanner
+def planning_config(cfg: SiteConfig) -> PlanningConfig:
+    c = cfg.control
+    return PlanningConfig(horizon_s=c.horizon_s, step_s=c.step_s, period_s=c.planning_period_s,
+                          time_limit_ms=c.solver_time_limit_ms, wear_yuan_per_kwh=c.wear_yuan_per_kwh,
+                          threaded=c.plan_in_thread)
 
-        planner = RollingPlanner.from_config(cfg)
+
+def dispatch_memory(cfg: SiteConfig, store: Store | None) -> dict:
+    """How the grid link opens its dispatch memory: in the daemon's database (sharing its engine),
+    or, without a store, in the configured database on its own."""
+    if store is not None:
+        return {"open_store": lambda: SqlDispatchStore(store.engine), "owns_store": False}
+    url = cfg.storage.database_url()
+
+    def open_own() -> SqlDispatchStore:
+        try:
+            return SqlDispatchStore.from_url(url)
+        except Exception as exc:
+            raise UserError(f"storage {url}: cannot open the dispatch tables ({exc})") from None
+
+    return {"open_store": open_own, "owns_store": True}
+
+
+def make_controller(cfg: SiteConfig, link: GridLink) -> Controller:
+    planner = RollingPlanner(planning_config(cfg)) if cfg.control.strategy == "mpc" else None
     return Controller(cfg.pile_model(), site_limits(cfg), cfg.control.strategy, tariff_fn(cfg.tariff, cfg.tz),
                       dispatch=link.limits, tick_s=cfg.control.period_s, planner=planner)
 
@@ -71,9 +93,9 @@ class Daemon:
         if link is None:
             link = NoGridLink()
             if cfg.mqtt is not None:
-                from drivers.mqtt_link import MqttGridLink
+                from youxu.controller.grid.mqtt_link import MqttGridLink
 
-                link = MqttGridLink(cfg, clock, store)  # type: ignore[assignment]
+                link = MqttGridLink(cfg, clock, **dispatch_memory(cfg, store), recorder=store)
         io = SiteIO(cfg)
         loop = FastLoop(cfg, io, make_controller(cfg, link), clock, link, store)
         d = cls(cfg, clock, link, store, io, loop, watchdog or Watchdog({}))
@@ -96,9 +118,9 @@ class Daemon:
         hist = self.store.history(now - FORECAST_HISTORY_S)
         keep = hist.t_s <= now
         t_s, base, phase = hist.t_s[keep], hist.base_kw[keep], hist.base_phase_kw[keep]
-        forecaster = getattr(getattr(self.loop.controller, "planner", None), "forecaster", None)
-        if forecaster is not None and t_s.size:
-            forecaster.observe_many(t_s, base, phase)
+        planner = self.loop.controller.planner
+        if planner is not None and t_s.size:
+            planner.forecaster.observe_many(t_s, base, phase)
         guard = self.loop.meter_guard
         raw = self.store.history(now - guard.history_s, raw_only=True)
         keep = raw.t_s <= now
@@ -125,7 +147,7 @@ class Daemon:
         if not self.cfg.control.failsafe:
             return
         keeper = FailsafeKeeper(self.clock)
-        await asyncio.gather(*(keeper.program(pile, safe_kw(p), p.id)
+        await asyncio.gather(*(keeper.program(pile, p.safe_kw, p.id)
                                for p, pile in zip(self.cfg.piles, self.io.piles, strict=True)))
         now = self.clock.now()
         n = max(len(keeper.states), 1)
@@ -157,21 +179,20 @@ class Daemon:
 
     def close(self) -> None:
         self.io.close()
-        planner = getattr(self.loop.controller, "planner", None)
-        if planner is not None and hasattr(planner, "close"):
-            planner.close()
+        if self.loop.controller.planner is not None:
+            self.loop.controller.planner.close()
         if self.store is not None:
             self.store.close()
 
 
 async def run_site(cfg: SiteConfig) -> None:
     """`youxu run`: control the site until SIGTERM/SIGINT."""
-    from controller import logjson
-    from controller.httpserver import MetricsServer
-    from controller.metrics import LoopMetrics
+    from youxu.controller.ops import logjson
+    from youxu.controller.ops.httpserver import MetricsServer
+    from youxu.controller.ops.metrics import LoopMetrics
 
     logjson.configure()
-    logging.getLogger("controller").setLevel(min(logging.getLogger().level, logging.INFO))
+    logging.getLogger("youxu.controller").setLevel(min(logging.getLogger().level, logging.INFO))
     logging.getLogger("alembic").setLevel(logging.WARNING)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

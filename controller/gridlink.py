@@ -1,6 +1,6 @@
 """What the fast loop needs from the grid side (dispatch commands, bookings, telemetry).
 
-The daemon talks to the grid only through this interface. `drivers/mqtt_link.py` and the
+The daemon talks to the grid only through this interface. `grid/mqtt_link.py` and the
 dispatch arbitration implement it for a real broker; `NoGridLink` is a site without one
 (transformer limits only, bookings from the local API or the simulator).
 """
@@ -13,23 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class DispatchLimits:
-    """Dispatch commands in force at each time of a horizon (arrays over t)."""
-
-    site_import_max_kw: np.ndarray  # inf where no site-scope import limit
-    site_export_max_kw: np.ndarray  # inf where no site-scope export limit (>= 0)
-    ev_import_max_kw: np.ndarray  # inf where no ev-scope import limit
-    ev_export_max_kw: np.ndarray  # inf where no ev-scope export limit (>= 0)
-    setpoint_kw: np.ndarray  # NaN where no setpoint command applies
-    setpoint_scope: str = "ev"  # scope of the winning setpoint
-    active_command_ids: tuple[str, ...] = ()
-
-    @staticmethod
-    def none(n: int) -> DispatchLimits:
-        inf = np.full(n, np.inf)
-        return DispatchLimits(inf, inf.copy(), inf.copy(), inf.copy(), np.full(n, np.nan))
+from youxu.scheduler.model import DispatchLimits
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from controller.errors import UserError, validation_problems
-from drivers.transport import parse_device_url
-from scheduler.model import Piles, phase_matrix
+from youxu.config.errors import UserError, validation_problems
+from youxu.drivers.transport import parse_device_url
+from youxu.scheduler.model import Piles, phase_matrix
 
 
 class _Section(BaseModel):
@@ -62,14 +62,14 @@ class DeviceSection(_Section):
     timeout_s: float = Field(default=0.5, gt=0, le=30)
 
     def unit_id(self) -> int:
-        from drivers.profiles import load_profile
+        from youxu.drivers.profiles import load_profile
 
         return self.unit if self.unit is not None else load_profile(self.profile).default_unit
 
     @field_validator("profile")
     @classmethod
     def _profile(cls, v: str) -> str:
-        from drivers.profiles import load_profile
+        from youxu.drivers.profiles import load_profile
 
         try:
             prof = load_profile(v)
@@ -127,6 +127,15 @@ class PileSection(DeviceSection):
     @property
     def minimum_kw(self) -> float:
         return self.amps_to_kw(self.min_a)
+
+    @property
+    def safe_a(self) -> float:
+        """The current the pile falls back to: its `failsafe_a`, else its minimum current."""
+        return float(self.failsafe_a if self.failsafe_a is not None else self.min_a)
+
+    @property
+    def safe_kw(self) -> float:
+        return self.amps_to_kw(self.safe_a)
 
 
 class MqttSection(_Section):

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from controller.siteconfig import TariffSection
+from youxu.controller.siteconfig import TariffSection
 
 
 def tariff_fn(tariff: TariffSection, tz: ZoneInfo):

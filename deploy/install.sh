@@ -34,7 +34,7 @@ was_active=no
 systemctl is-active --quiet youxu && was_active=yes
 if [ "$was_active" = yes ] && [ -f /var/lib/youxu/youxu.sqlite ]; then
   echo "== backup before the upgrade"
-  runuser -u youxu -- "$PREFIX/bin/python" -m controller.backup --config /etc/youxu/site.yaml \
+  runuser -u youxu -- "$PREFIX/bin/python" -m youxu.controller.store.backup --config /etc/youxu/site.yaml \
     --out /var/backups/youxu || echo "install.sh: warning: backup failed, continuing" >&2
 fi
 
@@ -47,7 +47,7 @@ install -d "$PREFIX/share"
 install -m 0644 "$HERE/OPERATORS.md" "$PREFIX/share/OPERATORS.md"
 
 if [ ! -f /etc/youxu/site.yaml ]; then
-  example=$("$PREFIX/bin/python" -c 'import config, pathlib; print(pathlib.Path(config.__file__).parent / "site.example.yaml")')
+  example=$("$PREFIX/bin/python" -c 'import youxu.config, pathlib; print(pathlib.Path(youxu.config.__file__).parent / "site.example.yaml")')
   install -o root -g youxu -m 0640 "$example" /etc/youxu/site.yaml
   echo "   wrote /etc/youxu/site.yaml from the example: edit it for this site"
 fi

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from drivers.profiles import Profile, Register
-from drivers.registers import (
+from youxu.drivers.profiles import Profile, Register
+from youxu.drivers.registers import (
     Block,
     RegisterValueError,
     decode,
@@ -13,7 +13,7 @@ from drivers.registers import (
     plan_blocks,
     slice_words,
 )
-from drivers.transport import DeviceError, ModbusBus
+from youxu.drivers.transport import DeviceError, ModbusBus
 
 
 class ProfiledDevice:

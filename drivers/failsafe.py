@@ -16,41 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from drivers.pile import ModbusPile
-from drivers.profiles import Failsafe, load_profile
-from drivers.transport import DeviceError
-
-if TYPE_CHECKING:
-    from controller.siteconfig import SiteConfig
+from youxu.drivers.clock import Clock, RealClock
+from youxu.drivers.pile import ModbusPile
+from youxu.drivers.profiles import Failsafe
+from youxu.drivers.transport import DeviceError
 
 log = logging.getLogger(__name__)
 
 MATCH_TOL_A = 0.2  # read-back tolerance for currents
 MATCH_TOL_KW = 0.1
 MATCH_TOL_S = 0.5
-
-
-class Clock(Protocol):
-    """Epoch seconds and waiting until a time (the daemon's clock; the sim's runs faster)."""
-
-    def now(self) -> float: ...
-
-    async def sleep_until(self, t_s: float) -> None: ...
-
-
-class WallClock:
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep_until(self, t_s: float) -> None:
-        delay = t_s - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
 
 
 def fallback_active(now_s: float, last_contact_s: float, timeout_s: float) -> bool:
@@ -103,7 +82,7 @@ class FailsafeKeeper:
 
     def __init__(self, clock: Clock | None = None, stale_s: float | None = None,
                  timeout_s: float | None = None) -> None:
-        self.clock: Clock = clock or WallClock()
+        self.clock: Clock = clock or RealClock()
         self.stale_s = stale_s
         self.timeout_s = timeout_s  # per request; default: each pile's own
         self.states: dict[str, FailsafeState] = {}
@@ -275,58 +254,6 @@ class FailsafeKeeper:
 
     def warnings(self) -> list[str]:
         return [w for st in self.states.values() for w in st.warnings]
-
-
-# ---- configuration checks ----------------------------------------------------------------
-def safe_current_a(pile_cfg: Any) -> float:
-    """The current a pile falls back to: its `failsafe_a`, else its minimum current."""
-    return float(pile_cfg.failsafe_a if pile_cfg.failsafe_a is not None else pile_cfg.min_a)
-
-
-def safe_kw(pile_cfg: Any) -> float:
-    return float(pile_cfg.amps_to_kw(safe_current_a(pile_cfg)))
-
-
-def failsafe_warnings(cfg: SiteConfig) -> list[str]:
-    """What `youxu check-config` should warn about: piles that cannot fall back on their own,
-    piles whose safe current is set outside youxu, and a failsafe total the transformer
-    cannot carry. Piles with the same profile and the same problem share one line."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    total_kw = 0.0
-
-    def warn(i: int, p: Any, message: str) -> None:
-        groups.setdefault((p.profile, message), []).append(f"piles[{i}] {p.id}")
-
-    for i, p in enumerate(cfg.piles):
-        fs = load_profile(p.profile).failsafe
-        total_kw += safe_kw(p)
-        if fs is None:
-            warn(i, p, "the pile has no failsafe registers; if youxu stops it keeps its last setpoint "
-                       "(configure a fallback current in the pile itself)")
-            continue
-        if p.failsafe_a is None:
-            warn(i, p, f"failsafe_a not set; the pile falls back to min_a {p.min_a:g} A")
-        if fs.current is None:
-            warn(i, p, "the pile's fallback value is not readable; check it in the vendor's tool")
-        elif not fs.current.writable:
-            warn(i, p, f"the safe current is set in the vendor's installer tool, not by youxu; set it to "
-                       f"{safe_current_a(p):g} A or less (youxu checks it at start-up)")
-        if fs.keepalive is None and fs.timeout is None:
-            warn(i, p, "no communication timeout: the pile may never fall back")
-        if 0 < safe_current_a(p) < p.min_a:
-            warn(i, p, f"failsafe_a {p.failsafe_a:g} A is below min_a {p.min_a:g} A; cars may stop")
-    out = []
-    for (profile, message), where in groups.items():
-        if len(where) == 1:
-            out.append(f"{where[0]} ({profile}): {message}")
-        else:
-            shown = ", ".join(w.split(" ", 1)[1] for w in where[:6]) + (", ..." if len(where) > 6 else "")
-            out.append(f"{len(where)} {profile} piles ({shown}): {message}")
-    limit = cfg.transformer.import_limit_kw - cfg.transformer.margin_kw
-    if total_kw > limit:
-        out.append(f"piles: failsafe total {total_kw:.1f} kW is above the transformer's import limit less margin "
-                   f"({limit:.1f} kW) even before household load; lower failsafe_a")
-    return out
 
 
 def failsafe_summary(states: Iterable[FailsafeState]) -> str:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.device import ProfiledDevice
-from drivers.transport import DeviceError
+from youxu.drivers.device import ProfiledDevice
+from youxu.drivers.transport import DeviceError
 
 PHASE_KEYS = ("l1", "l2", "l3")
 

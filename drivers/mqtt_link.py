@@ -11,8 +11,8 @@
   drops its oldest entry when the broker is slow (counted); retained state keeps the latest per topic.
 - `protocol: auto` tries MQTT 5 and falls back to 3.1.1 when the broker refuses the version.
 
-Topics and broker URLs are in `drivers.mqtt_topics`. `MqttGridLink` (the `GridLink` the daemon
-uses) lives in `controller.grid_mqtt` and is importable from here.
+Topics and broker URLs are in `youxu.drivers.mqtt_topics`. `MqttGridLink` (the `GridLink` the daemon
+uses) lives in `youxu.controller.grid.mqtt_link` and is importable from here.
 """
 
 from __future__ import annotations
@@ -26,35 +26,24 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from controller.errors import UserError
-from drivers.mqtt_topics import TOPIC_ROOT, BrokerUrl, SiteTopics, classify_topic, parse_broker_url
+from youxu.config.errors import UserError
+from youxu.drivers.clock import Clock
+from youxu.drivers.mqtt_topics import TOPIC_ROOT, BrokerUrl, SiteTopics, classify_topic, parse_broker_url
 
 log = logging.getLogger(__name__)
 
 UNSUPPORTED_PROTOCOL = (132, 1)  # MQTT 5 reason code / 3.1.1 CONNACK return code
 
 
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-
 __all__ = ["TOPIC_ROOT", "BrokerUrl", "Inbound", "MqttConnection", "MqttSettings", "Outbound", "SiteTopics",
            "classify_topic", "parse_broker_url"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "MqttGridLink":
-        from controller.grid_mqtt import MqttGridLink
-
-        return MqttGridLink
-    raise AttributeError(name)
 
 
 # ---- settings -----------------------------------------------------------------------------
@@ -84,7 +73,7 @@ class MqttSettings:
 
     @staticmethod
     def from_section(m: Any, site_id: str) -> MqttSettings:
-        """From the site config's `mqtt:` section (`controller.siteconfig.MqttSection`)."""
+        """From the site config's `mqtt:` section (`youxu.controller.siteconfig.MqttSection`)."""
         url = parse_broker_url(m.url)
         password = _read_secret(m.password_file, "mqtt.password_file") if m.password_file else url.password
         return MqttSettings(

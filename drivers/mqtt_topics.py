@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from controller.errors import UserError
+from youxu.config.errors import UserError
 
 TOPIC_ROOT = "youxu/v1"
 

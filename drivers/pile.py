@@ -6,10 +6,10 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from drivers.device import ProfiledDevice
-from drivers.profiles import Profile, Register
-from drivers.registers import RegisterValueError, encode_canonical, toward_zero_canonical
-from drivers.transport import DeviceError, ModbusBus
+from youxu.drivers.device import ProfiledDevice
+from youxu.drivers.profiles import Profile, Register
+from youxu.drivers.registers import RegisterValueError, encode_canonical, toward_zero_canonical
+from youxu.drivers.transport import DeviceError, ModbusBus
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from config import data_path
-from controller.errors import UserError, format_validation_error
+from youxu.config import data_path
+from youxu.config.errors import UserError, format_validation_error
 
 RegType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
 PileStatus = Literal["available", "connected", "charging", "fault", "unknown"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from pymodbus.client.mixin import ModbusClientMixin
 
-from drivers.profiles import UNIT_TO_CANONICAL, Register
+from youxu.drivers.profiles import UNIT_TO_CANONICAL, Register
 
 _DT = ModbusClientMixin.DATATYPE
 _TYPES = {

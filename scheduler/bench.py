@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from scheduler.lp_build import LpWeights
-from scheduler.lp_warm import WarmStart
-from scheduler.model import Piles, Plan, PlanInput, Sessions, phase_matrix
-from scheduler.planner import DEFAULT_SOLVER, plan_mpc
+from youxu.scheduler.lp_build import LpWeights
+from youxu.scheduler.lp_warm import WarmStart
+from youxu.scheduler.model import Piles, Plan, PlanInput, Sessions, phase_matrix
+from youxu.scheduler.planner import DEFAULT_SOLVER, plan_mpc
 
 T0_S = 1_782_900_000.0  # 2026-07-01 18:00 +08:00 (fixed: the bench is deterministic)
 STEP_S = 900.0

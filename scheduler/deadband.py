@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.model import Piles, PlanInput
+from youxu.scheduler.model import Piles, PlanInput
 
 EPS = 1e-9
 

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from scheduler.model import Plan, PlanInput
+from youxu.scheduler.model import Plan, PlanInput
 
 EPS = 1e-9
 BIND_TOL_KW = 1e-7  # a run within this of a limit is served pile by pile, exactly

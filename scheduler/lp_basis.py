@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.lp_build import LpProblem
+from youxu.scheduler.lp_build import LpProblem
 
 FREE, AT_LOWER, AT_UPPER, FIXED, BASIC = 1, 2, 3, 4, 5  # MathOpt's BasisStatusProto
 U_KIND = 4  # kind of lp_build's unmet-energy column keys

@@ -22,16 +22,16 @@ phase definitions, the EV aggregate, the site balance, the peak and the setpoint
 (and the limits at the power a car draws while plugged in: every session's with `peak_coupling`,
 the offline yardstick's coarse blocks; with `departure_coupling`, the rolling plan's, only where a car
 leaves inside a step).
-Built without Python loops over sessions or steps. The data types are in `scheduler.lp_model`,
-the element keys a warm start follows in `scheduler.lp_keys`.
+Built without Python loops over sessions or steps. The data types are in `youxu.scheduler.lp_model`,
+the element keys a warm start follows in `youxu.scheduler.lp_keys`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from scheduler.lp_keys import column_keys, key, session_numbers, step_keys
-from scheduler.lp_model import LpGrid, LpProblem, LpSessions, LpWeights
+from youxu.scheduler.lp_keys import column_keys, key, session_numbers, step_keys
+from youxu.scheduler.lp_model import LpGrid, LpProblem, LpSessions, LpWeights
 
 INF = np.inf
 MIN_PRESENCE = 0.02  # share of a step below which a car's presence in it is not used

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.lp_model import LpGrid, LpSessions
+from youxu.scheduler.lp_model import LpGrid, LpSessions
 
 
 def key(kind: int, entity: np.ndarray | int, step: np.ndarray | int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The charging LP's inputs and output as plain arrays (see `scheduler.lp_build` for the LP itself)."""
+"""The charging LP's inputs and output as plain arrays (see `youxu.scheduler.lp_build` for the LP itself)."""
 
 from __future__ import annotations
 

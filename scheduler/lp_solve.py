@@ -1,6 +1,6 @@
 """Solve a built LP with OR-Tools (MathOpt: GLOP by default, PDLP or HiGHS) and read the powers back.
 
-GLOP runs without presolve, so a warm start's basis (`scheduler.lp_warm`) is used as given;
+GLOP runs without presolve, so a warm start's basis (`youxu.scheduler.lp_warm`) is used as given;
 from a warm basis it prices with Devex, since a few pivots do not repay exact steepest-edge
 norms. Only an optimal solution is used; a solve cut short by its time limit still leaves its
 basis in the warm start, so the next plan continues from where this one stopped.
@@ -16,9 +16,9 @@ from ortools.glop import parameters_pb2 as glop_pb2
 from ortools.math_opt import callback_pb2, model_parameters_pb2, model_pb2, parameters_pb2, result_pb2
 from ortools.math_opt.core.python import solver as mo_solver
 
-from scheduler.lp_basis import SavedBasis, map_basis
-from scheduler.lp_build import LpProblem
-from scheduler.lp_warm import WarmStart
+from youxu.scheduler.lp_basis import SavedBasis, map_basis
+from youxu.scheduler.lp_build import LpProblem
+from youxu.scheduler.lp_warm import WarmStart
 
 SOLVERS = {
     "GLOP": parameters_pb2.SOLVER_TYPE_GLOP,

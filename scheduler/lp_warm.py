@@ -2,7 +2,7 @@
 
 Consecutive plans differ a little (energy delivered in the last minute, a new forecast, a
 car arriving or leaving, the horizon moving on by a step), so the last optimal basis is
-nearly optimal again (see `scheduler.lp_basis` for how it is carried over). A cold GLOP
+nearly optimal again (see `youxu.scheduler.lp_basis` for how it is carried over). A cold GLOP
 solve of 500 piles x 96 steps takes ~7000 simplex iterations; from the last basis, tens.
 
 The caller keeps one `WarmStart` per site and passes it to every plan.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from scheduler.lp_basis import SavedBasis
+from youxu.scheduler.lp_basis import SavedBasis
 
 MAX_UID = (1 << 24) - 1  # session numbers fit the 24 bits lp_build gives them in a key
 

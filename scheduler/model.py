@@ -187,3 +187,21 @@ class HardLimits:
     phase_kw: np.ndarray | None  # (3,) per-phase import cap
     ev_import_kw: float = np.inf  # cap on the sum of pile power
     ev_export_kw: float = np.inf  # cap on the sum of pile discharge, >= 0
+
+
+@dataclass(frozen=True)
+class DispatchLimits:
+    """Dispatch commands in force at each time of a horizon (arrays over t)."""
+
+    site_import_max_kw: np.ndarray  # inf where no site-scope import limit
+    site_export_max_kw: np.ndarray  # inf where no site-scope export limit (>= 0)
+    ev_import_max_kw: np.ndarray  # inf where no ev-scope import limit
+    ev_export_max_kw: np.ndarray  # inf where no ev-scope export limit (>= 0)
+    setpoint_kw: np.ndarray  # NaN where no setpoint command applies
+    setpoint_scope: str = "ev"  # scope of the winning setpoint
+    active_command_ids: tuple[str, ...] = ()
+
+    @staticmethod
+    def none(n: int) -> DispatchLimits:
+        inf = np.full(n, np.inf)
+        return DispatchLimits(inf, inf.copy(), inf.copy(), inf.copy(), np.full(n, np.nan))

@@ -2,7 +2,7 @@
 
 `plan_mpc` turns a PlanInput (the sessions plugged in now) into power per pile per step;
 `schedule_sessions` solves any set of sessions with windows on a grid (the offline
-yardstick passes a whole scenario). Both use the LP of `scheduler.lp_build` and fall back
+yardstick passes a whole scenario). Both use the LP of `youxu.scheduler.lp_build` and fall back
 to the deterministic least-laxity-first allocator when the solver fails or runs out of time.
 Pure: arrays in, arrays out.
 """
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler import heuristics
-from scheduler.lp_build import LpGrid, LpSessions, LpWeights, build_lp
-from scheduler.lp_solve import LpResult, session_power_kw, solve_lp, unmet_kwh
-from scheduler.lp_warm import WarmStart
-from scheduler.model import Plan, PlanInput
+from youxu.scheduler import heuristics
+from youxu.scheduler.lp_build import LpGrid, LpSessions, LpWeights, build_lp
+from youxu.scheduler.lp_solve import LpResult, session_power_kw, solve_lp, unmet_kwh
+from youxu.scheduler.lp_warm import WarmStart
+from youxu.scheduler.model import Plan, PlanInput
 
 DEFAULT_SOLVER = "GLOP"
 # the rolling plan does not know the cars still to come: energy now is worth a little more than later

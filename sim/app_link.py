@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.clock import Clock
-from controller.gridlink import Booking, DispatchLimits, NoGridLink
-from sim.dispatch_arrays import scenario_dispatch_fn
-from sim.scenario import Scenario
+from youxu.controller.gridlink import Booking, DispatchLimits, NoGridLink
+from youxu.drivers.clock import Clock
+from youxu.sim.dispatch_arrays import scenario_dispatch_fn
+from youxu.sim.scenario import Scenario
 
 
 class ScenarioLink(NoGridLink):

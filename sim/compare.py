@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.progress import ProgressBar
-from sim.report_text import KPI_LABELS
-from sim.scenario import Scenario, load_scenario
+from youxu.sim.progress import ProgressBar
+from youxu.sim.report_text import KPI_LABELS
+from youxu.sim.scenario import Scenario, load_scenario
 
 POLL_S = 0.5
 STRATEGY_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")  # no red: the limit
@@ -45,7 +45,7 @@ def _init_worker(counters: list) -> None:
 
 def run_strategy(scenario_path: Path, strategy: str, out: Path, slot: int = -1) -> StrategyRun:
     """Simulate one strategy and write its outputs into `out/<strategy>/` (runs in a worker process)."""
-    from sim.outputs import run_and_write
+    from youxu.sim.outputs import run_and_write
 
     sc = load_scenario(scenario_path)
 
@@ -97,7 +97,7 @@ def plot_overlay(path: Path, sc: Scenario, runs: list[StrategyRun]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sim.report import Buckets, steps, time_axis
+    from youxu.sim.report import Buckets, steps, time_axis
 
     b = Buckets(sc)  # a long run is drawn a bucket of steps per point: highest load, lowest limit
     fig, ax = plt.subplots(figsize=(12, 5))

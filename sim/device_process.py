@@ -15,9 +15,9 @@ from multiprocessing.sharedctypes import Synchronized
 
 import numpy as np
 
-from controller.errors import UserError
-from sim.devices import DeviceAddress, SimulatedSite
-from sim.scenario import Scenario, parse_scenario
+from youxu.config.errors import UserError
+from youxu.sim.devices import DeviceAddress, SimulatedSite
+from youxu.sim.scenario import Scenario, parse_scenario
 
 
 class SharedClock:

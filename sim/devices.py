@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 from pymodbus.server import ModbusTcpServer
 
-from controller.clock import Clock
-from drivers.profiles import load_profile
-from drivers.registers import encode_many_canonical
-from sim.engine import RunResult
-from sim.physics import SitePhysics
-from sim.register_image import RegisterImage, serve_image
-from sim.scenario import Scenario
+from youxu.drivers.clock import Clock
+from youxu.drivers.profiles import load_profile
+from youxu.drivers.registers import encode_many_canonical
+from youxu.sim.engine import RunResult
+from youxu.sim.physics import SitePhysics
+from youxu.sim.register_image import RegisterImage, serve_image
+from youxu.sim.scenario import Scenario
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A scenario's dispatch commands as the daemon would have them in force, at any times.
 
 The entries are validated with the daemon's own parser, given the windows the daemon's command
-book would give them (supersession, cancels: `controller.commands.replay`) and combined with the
+book would give them (supersession, cancels: `youxu.controller.grid.commands.replay`) and combined with the
 daemon's own arbitration: what the simulator applies is what a site would.
 """
 
@@ -13,12 +13,12 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import ValidationError
 
-from controller.arbitration import InForce, dispatch_limits
-from controller.commands import replay
-from controller.dispatch_schema import DispatchCommand
-from controller.errors import UserError, format_validation_error
-from controller.gridlink import DispatchLimits
-from sim.scenario import Scenario
+from youxu.config.errors import UserError, format_validation_error
+from youxu.controller.grid.arbitration import InForce, dispatch_limits
+from youxu.controller.grid.commands import replay
+from youxu.controller.grid.dispatch_schema import DispatchCommand
+from youxu.controller.gridlink import DispatchLimits
+from youxu.sim.scenario import Scenario
 
 DispatchFn = Callable[[np.ndarray], DispatchLimits]
 

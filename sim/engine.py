@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from controller.decision import Controller, SiteLimits
-from controller.gridlink import DispatchLimits
-from scheduler.model import Snapshot
-from sim.physics import PlugTimeline, SitePhysics
-from sim.scenario import Scenario
+from youxu.controller.gridlink import DispatchLimits
+from youxu.scheduler.decision import Controller, SiteLimits
+from youxu.scheduler.model import Snapshot
+from youxu.sim.physics import PlugTimeline, SitePhysics
+from youxu.sim.scenario import Scenario
 
 OFFLINE = "offline"
 SIM_STRATEGIES = ("uncontrolled", "fairshare", "edf", "llf", "mpc", OFFLINE)
@@ -45,8 +45,8 @@ class RunResult:
 
     @functools.cached_property
     def series(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per step: base kW, EV kW, total kW and per-phase total kW (`sim.kpis.site_series`), computed once."""
-        from sim.kpis import site_series
+        """Per step: base kW, EV kW, total kW and per-phase total kW (`youxu.sim.kpis.site_series`), computed once."""
+        from youxu.sim.kpis import site_series
 
         return site_series(self.scenario, self.sched_step, self.sched_pile, self.sched_kw)
 
@@ -77,7 +77,7 @@ def site_limits(sc: Scenario) -> SiteLimits:
 def make_controller(sc: Scenario, strategy: str, physics: SitePhysics) -> Controller:
     planner = None
     if strategy == "mpc":
-        from controller.planning import RollingPlanner
+        from youxu.scheduler.rolling import RollingPlanner
 
         planner = RollingPlanner.for_simulation(sc.step_s)
         t_s, phase_kw = sc.history_phase_kw()
@@ -96,7 +96,7 @@ class PiecewiseDispatch:
     """
 
     def __init__(self, sc: Scenario) -> None:
-        from sim.dispatch_arrays import scenario_commands, scenario_dispatch_fn
+        from youxu.sim.dispatch_arrays import scenario_commands, scenario_dispatch_fn
 
         self._fn = scenario_dispatch_fn(sc)
         in_force = scenario_commands(sc) if sc.dispatch else []
@@ -180,8 +180,8 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
     schedule = None
     controller = None
     if strategy == OFFLINE:
-        from sim.dispatch_arrays import scenario_dispatch_fn
-        from sim.offline import offline_schedule
+        from youxu.sim.dispatch_arrays import scenario_dispatch_fn
+        from youxu.sim.offline import offline_schedule
 
         t0 = time.perf_counter()
         schedule = offline_schedule(sc)  # (n_sessions, n_steps) kW

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.tou import DAY_S, LocalAxis
+from youxu.sim.tou import DAY_S, LocalAxis
 
 V_PHASE = 230.0
 MIN_A = 6.0

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.ev import Community, Fleet, SessionModel, build_piles, draw_fleet
-from sim.grid_events import GridEventParams, dispatch_entries
-from sim.household import HouseholdModel
-from sim.measured_load import load_measured_csv, measured_phase_kw
-from sim.presets import EXPORT_SHARE, PHASE_LIMIT_FACTOR, POWER_FACTOR, Preset, preset_names, resolve_preset
-from sim.scenario import PHASES, SCENARIO_FORMAT, Scenario
-from sim.tou import LocalAxis, TouTariff, beijing_tou, tariff_block
+from youxu.sim.ev import Community, Fleet, SessionModel, build_piles, draw_fleet
+from youxu.sim.grid_events import GridEventParams, dispatch_entries
+from youxu.sim.household import HouseholdModel
+from youxu.sim.measured_load import load_measured_csv, measured_phase_kw
+from youxu.sim.presets import EXPORT_SHARE, PHASE_LIMIT_FACTOR, POWER_FACTOR, Preset, preset_names, resolve_preset
+from youxu.sim.scenario import PHASES, SCENARIO_FORMAT, Scenario
+from youxu.sim.tou import LocalAxis, TouTariff, beijing_tou, tariff_block
 
 __all__ = ["generate_scenario", "preset_names", "scenario_at_penetration"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.tou import DAY_S, LocalAxis
+from youxu.sim.tou import DAY_S, LocalAxis
 
 
 @dataclass(frozen=True)

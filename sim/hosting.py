@@ -1,7 +1,7 @@
 """`youxu sim hosting-capacity`: the largest EV fleet a transformer hosts under each strategy.
 
 The preset's community is simulated at rising EV penetration (cars per home, everything else
-the same: `sim.generate.scenario_at_penetration`). A fleet is hosted when the run has no step
+the same: `youxu.sim.generate.scenario_at_penetration`). A fleet is hosted when the run has no step
 over a limit and serves at least 99 % of the energy the sessions were owed (their requests, or
 what their windows allowed if less). A strategy's hosting capacity is the largest fleet below
 the first one it fails: a coarse scan upwards, then bisection between the last fleet hosted and
@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from controller.errors import UserError
-from controller.progress import ProgressBar
+from youxu.config.errors import UserError
+from youxu.sim.progress import ProgressBar
 
 if TYPE_CHECKING:
-    from sim.scenario import Scenario
+    from youxu.sim.scenario import Scenario
 
 SERVED_MIN = 0.99
 COARSE_STEP = 0.2  # cars per home between the first runs
@@ -96,9 +96,9 @@ class Search:
 
 def fleet_size(preset: str, seed: int, penetration: float) -> int:
     """How many EVs the preset's community has at `penetration` cars per home (as the generator draws them)."""
-    from sim.ev import draw_fleet
-    from sim.generate import STREAM_FLEET
-    from sim.presets import resolve_preset
+    from youxu.sim.ev import draw_fleet
+    from youxu.sim.generate import STREAM_FLEET
+    from youxu.sim.presets import resolve_preset
 
     p, _ = resolve_preset(preset)
     return int(draw_fleet(p.households, p.ev, np.random.default_rng([seed, STREAM_FLEET])).owned(penetration).size)
@@ -106,16 +106,16 @@ def fleet_size(preset: str, seed: int, penetration: float) -> int:
 
 @functools.lru_cache(maxsize=4)
 def _scenario(preset: str, seed: int, penetration: float) -> Scenario:
-    from sim.generate import scenario_at_penetration
+    from youxu.sim.generate import scenario_at_penetration
 
     return scenario_at_penetration(preset, penetration, seed=seed)
 
 
 def hosting_step(preset: str, seed: int, strategy: str, penetration: float) -> tuple[str, Step]:
     """One run (in a worker process): the community at `penetration` under `strategy`."""
-    from sim.engine import run_scenario
-    from sim.kpis import session_targets_kwh
-    from sim.outputs import result_kpis
+    from youxu.sim.engine import run_scenario
+    from youxu.sim.kpis import session_targets_kwh
+    from youxu.sim.outputs import result_kpis
 
     sc = _scenario(preset, seed, penetration)
     res = run_scenario(sc, strategy)
@@ -152,7 +152,7 @@ def hosting_capacity(preset: str, seed: int, strategies: list[str], progress: Pr
 
 
 def hosting_capacity_cli(preset: str, seed: int, strategies: list[str], as_json: bool) -> int:
-    from sim.presets import preset_names
+    from youxu.sim.presets import preset_names
 
     if preset not in preset_names():
         raise UserError(f"--preset: unknown {preset!r}; use one of {', '.join(preset_names())}")

@@ -19,7 +19,7 @@ from datetime import date
 
 import numpy as np
 
-from sim.tou import LocalAxis
+from youxu.sim.tou import LocalAxis
 
 MIN_S = 60
 DAY_MIN = 1440

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.physics import SitePhysics, scenario_piles
-from sim.scenario import Scenario
+from youxu.sim.physics import SitePhysics, scenario_piles
+from youxu.sim.scenario import Scenario
 
 KPI_FORMAT = "youxu.kpis/1"
 VIOLATION_TOL_KW = 0.1
@@ -62,7 +62,7 @@ def compute_kpis(sc: Scenario, strategy: str, sched_step: np.ndarray, sched_sess
                  plan_fallbacks: int = 0, wall_s: float = 0.0,
                  series: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
     """The `youxu.kpis/1` object; `series` is `site_series` of these rows when the caller has it."""
-    from sim.dispatch_arrays import scenario_dispatch_fn
+    from youxu.sim.dispatch_arrays import scenario_dispatch_fn
 
     dt_h = sc.step_s / 3600.0
     base, ev, total, phase_total = series or site_series(sc, sched_step, sched_pile, sched_kw)

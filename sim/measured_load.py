@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.errors import UserError
-from sim.tou import DAY_S, LOCAL_TZ, LocalAxis
+from youxu.config.errors import UserError
+from youxu.sim.tou import DAY_S, LOCAL_TZ, LocalAxis
 
 TIME_COLUMNS = ("timestamp", "time", "datetime", "ts", "epoch_s", "t")
 TOTAL_COLUMNS = ("kw", "total_kw", "power_kw", "p_kw", "load_kw")

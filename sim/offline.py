@@ -1,10 +1,10 @@
 """The offline yardstick: every session of a scenario planned at once with perfect foresight.
 
-The planner's LP (`scheduler.planner.schedule_sessions`) sees the scenario's actual household
+The planner's LP (`youxu.scheduler.planner.schedule_sessions`) sees the scenario's actual household
 load, tariff and dispatch commands for the whole run. A day of 60 s steps is too fine for
 one LP, so the LP works on blocks of about 15 minutes, with limits taken at the tightest
 minute of each block; the block plan is then played back minute by minute through the same
-dead-band disaggregation the daemon uses (`scheduler.deadband`), which keeps every step at
+dead-band disaggregation the daemon uses (`youxu.scheduler.deadband`), which keeps every step at
 0 or at least the pile's minimum and within the headroom of that very step.
 """
 
@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.deadband import DeadbandState, Headroom, to_setpoints
-from scheduler.lp_build import LpGrid, LpSessions, LpWeights
-from scheduler.model import Piles
-from scheduler.planner import schedule_sessions
-from sim.dispatch_arrays import scenario_dispatch_fn
-from sim.physics import scenario_piles
-from sim.scenario import Scenario
+from youxu.scheduler.deadband import DeadbandState, Headroom, to_setpoints
+from youxu.scheduler.lp_build import LpGrid, LpSessions, LpWeights
+from youxu.scheduler.model import Piles
+from youxu.scheduler.planner import schedule_sessions
+from youxu.sim.dispatch_arrays import scenario_dispatch_fn
+from youxu.sim.physics import scenario_piles
+from youxu.sim.scenario import Scenario
 
 BLOCK_S = 900.0
 TIME_LIMIT_S = 300.0

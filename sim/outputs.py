@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.engine import RunResult, run_scenario, schedule_row_count
-from sim.kpis import compute_kpis
-from sim.scenario import Scenario
-from sim.schedule_csv import SCHEDULE_HEADER, ScheduleStream, ScheduleText
+from youxu.sim.engine import RunResult, run_scenario, schedule_row_count
+from youxu.sim.kpis import compute_kpis
+from youxu.sim.scenario import Scenario
+from youxu.sim.schedule_csv import SCHEDULE_HEADER, ScheduleStream, ScheduleText
 
 TIMESERIES_HEADER = ["t_s", "base_kw", "ev_kw", "total_kw", "limit_kw", "import_price"]
 TIMESERIES_FMT = ["%d", "%.3f", "%.3f", "%.3f", "%.3f", "%.4f"]
@@ -75,7 +75,7 @@ def read_schedule(path: Path, sc: Scenario) -> tuple[np.ndarray, np.ndarray, np.
 
 def write_outputs(out: Path, res: RunResult, kpis: dict | None = None, schedule: bool = True) -> dict:
     """Write every output of a run into `out` (schedule.csv unless `schedule` is False); return the KPIs."""
-    from sim.report import write_report
+    from youxu.sim.report import write_report
 
     out.mkdir(parents=True, exist_ok=True)
     sc = res.scenario

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.model import Piles, Sessions, phase_matrix
-from sim.scenario import Scenario
+from youxu.scheduler.model import Piles, Sessions, phase_matrix
+from youxu.sim.scenario import Scenario
 
 EPS = 1e-9
 PILE_KEY_S = 1e9  # sessions are keyed pile * PILE_KEY_S + arrival_s (arrivals stay below 31 years)

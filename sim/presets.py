@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
-from sim.ev import EvParams
-from sim.grid_events import GridEventParams
-from sim.household import APPLIANCES, HOUSEHOLD_TYPES, Appliance, Heating, HouseholdParams, HouseholdType
+from youxu.sim.ev import EvParams
+from youxu.sim.grid_events import GridEventParams
+from youxu.sim.household import APPLIANCES, HOUSEHOLD_TYPES, Appliance, Heating, HouseholdParams, HouseholdType
 
 CST = timezone(timedelta(hours=8))
 SEASON_START = {  # a Wednesday at local noon in each season

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.profiles import Profile, Register
-from drivers.registers import decode_canonical, encode, encode_canonical
+from youxu.drivers.profiles import Profile, Register
+from youxu.drivers.registers import decode_canonical, encode, encode_canonical
 
 ReadHook = Callable[[], None]
 WriteHook = Callable[[str, float], None]

@@ -19,10 +19,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
 
-from sim.engine import RunResult
-from sim.kpis import SERVED_FRACTION, delivered_per_session_kwh, per_step_kw, session_targets_kwh
-from sim.report_text import CHART_HELP, KPI_HELP, KPI_LABELS, SERVED_HELP
-from sim.scenario import Scenario
+from youxu.sim.engine import RunResult
+from youxu.sim.kpis import SERVED_FRACTION, delivered_per_session_kwh, per_step_kw, session_targets_kwh
+from youxu.sim.report_text import CHART_HELP, KPI_HELP, KPI_LABELS, SERVED_HELP
+from youxu.sim.scenario import Scenario
 
 __all__ = ["KPI_LABELS", "Buckets", "plot_report", "steps", "time_axis", "write_report"]
 
@@ -120,7 +120,7 @@ def pile_soc(sc: Scenario, res: RunResult, piles: np.ndarray) -> np.ndarray:
 def dispatch_windows(sc: Scenario) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Per step: a dispatch limit in force, a dispatch setpoint in force, the setpoint (kW, NaN: none);
     and what the setpoint applies to (`ev` or `site`)."""
-    from sim.dispatch_arrays import scenario_dispatch_fn
+    from youxu.sim.dispatch_arrays import scenario_dispatch_fn
 
     d = scenario_dispatch_fn(sc)(sc.start.timestamp() + sc.step_times_s())
     limit = np.zeros(sc.n_steps, dtype=bool)

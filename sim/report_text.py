@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sim.kpis import SERVED_FRACTION, VIOLATION_TOL_KW
+from youxu.sim.kpis import SERVED_FRACTION, VIOLATION_TOL_KW
 
 KPI_LABELS = {
     "energy_requested_kwh": "Energy requested (kWh)",

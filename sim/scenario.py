@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from controller.errors import UserError, format_validation_error
+from youxu.config.errors import UserError, format_validation_error
 
 SCENARIO_FORMAT = "youxu.scenario/1"
 PHASES = ("L1", "L2", "L3")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.clock import ScaledClock
-from controller.errors import UserError
-from sim.devices import MAX_UNITS_PER_PORT, SimulatedSite
-from sim.scenario import Scenario
-from sim.site_config import scenario_site_config, write_site_config
+from youxu.config.errors import UserError
+from youxu.drivers.clock import ScaledClock
+from youxu.sim.devices import MAX_UNITS_PER_PORT, SimulatedSite
+from youxu.sim.scenario import Scenario
+from youxu.sim.site_config import scenario_site_config, write_site_config
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ async def serve_async(sc: Scenario, speed: float, host: str, port: int, layout: 
     t_wall = time.perf_counter()
     tasks: list[asyncio.Task] = []
     if mqtt_url and sc.dispatch:
-        from controller.cli_dispatch import publish_scenario_dispatch
+        from youxu.sim.dispatch_publisher import publish_scenario_dispatch
 
         # a daemon on the wall clock checks issued_at against its own time: at real speed the commands
         # are moved from the scenario's calendar to today; faster, they keep the scenario's times
@@ -68,8 +68,8 @@ async def serve_async(sc: Scenario, speed: float, host: str, port: int, layout: 
         await asyncio.gather(*tasks, return_exceptions=True)
         await site.stop()
     if out is not None:
-        from sim.dispatch_arrays import scenario_dispatch_fn
-        from sim.outputs import write_outputs
+        from youxu.sim.dispatch_arrays import scenario_dispatch_fn
+        from youxu.sim.outputs import write_outputs
 
         epoch = sc.start.timestamp() + sc.step_times_s()
         limit = np.minimum(sc.site.limit_kw, scenario_dispatch_fn(sc)(epoch).site_import_max_kw)

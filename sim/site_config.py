@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from sim.devices import DeviceAddress
-from sim.scenario import Scenario
+from youxu.sim.devices import DeviceAddress
+from youxu.sim.scenario import Scenario
 
 VOLTAGE_V = 230.0
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 
-from sim.scenario import Scenario
+from youxu.sim.scenario import Scenario
 
 CST = timezone(timedelta(hours=8))
 

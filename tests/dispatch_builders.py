@@ -8,9 +8,9 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from controller.dispatch_schema import signed
-from controller.gridlink import TickReport
-from controller.siteconfig import SiteConfig, parse_site_config
+from youxu.controller.grid.dispatch_schema import signed
+from youxu.controller.gridlink import TickReport
+from youxu.controller.siteconfig import SiteConfig, parse_site_config
 
 CST = timezone(timedelta(hours=8))
 _seq = itertools.count(1000)

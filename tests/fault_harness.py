@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from pymodbus.server import ModbusTcpServer
 
-from controller.clock import VirtualClock
-from controller.daemon import Daemon
-from controller.gridlink import NoGridLink, TickReport
-from controller.siteconfig import parse_site_config
-from controller.storage import Store
-from sim.devices import SimulatedSite
-from sim.ports import free_port, free_port_block
-from sim.scenario import Scenario
-from sim.site_config import scenario_site_config
+from youxu.controller.daemon import Daemon
+from youxu.controller.gridlink import NoGridLink, TickReport
+from youxu.controller.siteconfig import parse_site_config
+from youxu.controller.store.storage import Store
+from youxu.drivers.clock import VirtualClock
+from youxu.sim.devices import SimulatedSite
+from youxu.sim.ports import free_port, free_port_block
+from youxu.sim.scenario import Scenario
+from youxu.sim.site_config import scenario_site_config
 
 TOL_KW = 0.1  # as the contract counts violations
 

@@ -23,9 +23,9 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.failsafe import fallback_active
-from drivers.profiles import load_profile
-from sim.register_image import RegisterImage, serve_image
+from youxu.drivers.failsafe import fallback_active
+from youxu.drivers.profiles import load_profile
+from youxu.sim.register_image import RegisterImage, serve_image
 
 WriteLog = list[tuple[int, int, list[int]]]
 

@@ -395,17 +395,18 @@ async def make_link(mqtt_broker: Broker) -> Any:
     every link made is stopped at teardown."""
     import uuid
 
-    from controller.dispatch_store import MemoryDispatchStore
-    from controller.grid_mqtt import MqttGridLink
     from tests.dispatch_builders import ManualClock, site_config, utc_now
+    from youxu.controller.grid.mqtt_link import MqttGridLink
+    from youxu.controller.store.dispatch_store import MemoryDispatchStore
 
     links: list[MqttGridLink] = []
 
     async def make(site_id: str | None = None, *, clock: Any = None, store: Any = None, url: str | None = None,
-                   start: bool = True, **mqtt_cfg: Any) -> MqttGridLink:
+                   start: bool = True, recorder: Any = None, **mqtt_cfg: Any) -> MqttGridLink:
         site_id = site_id or f"s{uuid.uuid4().hex[:10]}"
         cfg = site_config(site_id, url or mqtt_broker.url, **{"reconnect_max_s": 1, **mqtt_cfg})
-        link = MqttGridLink(cfg, clock or ManualClock(utc_now()), store if store is not None else MemoryDispatchStore())
+        link = MqttGridLink(cfg, clock or ManualClock(utc_now()), store if store is not None else MemoryDispatchStore(),
+                            recorder=recorder)
         links.append(link)
         if start:
             await link.start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.model import Piles, Sessions, Snapshot, phase_matrix
+from youxu.scheduler.model import Piles, Sessions, Snapshot, phase_matrix
 
 
 def piles(n: int, max_kw: float = 7.0, min_kw: float = 1.4, phases: list[str] | None = None,

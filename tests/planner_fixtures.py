@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scheduler.model import Piles, PlanInput, Sessions, phase_matrix
+from youxu.scheduler.model import Piles, PlanInput, Sessions, phase_matrix
 
 T0 = 1_782_900_000.0  # a quarter-hour boundary
 

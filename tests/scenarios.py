@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sim.scenario import Scenario
+from youxu.sim.scenario import Scenario
 
 
 def small_site(n_piles: int = 6, base_kw: float = 100.0, limit_kw: float = 150.0, hours: int = 4,

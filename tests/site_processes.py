@@ -27,14 +27,14 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from controller.dispatch_schema import parse_rfc3339
-from drivers.meter import ModbusMeter
-from drivers.profiles import load_profile
-from drivers.transport import DeviceError, ModbusBus, parse_device_url
-from sim.ports import free_port
-from sim.scenario import Scenario, save_scenario
 from tests.fixtures_mqtt import GridClient, Received
 from tests.scenarios import small_site
+from youxu.controller.grid.dispatch_schema import parse_rfc3339
+from youxu.drivers.meter import ModbusMeter
+from youxu.drivers.profiles import load_profile
+from youxu.drivers.transport import DeviceError, ModbusBus, parse_device_url
+from youxu.sim.ports import free_port
+from youxu.sim.scenario import Scenario, save_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 CST = timezone(timedelta(hours=8))
@@ -61,7 +61,7 @@ def scenario_from_now(path: Path, *, n_piles: int, base_kw: float, limit_kw: flo
 
 # ---- processes ------------------------------------------------------------------------------
 class CliProcess:
-    """`python -m controller.cli ARGS` in the repository, its output in a log file."""
+    """`python -m youxu.controller.cli ARGS` in the repository, its output in a log file."""
 
     def __init__(self, name: str, args: list[str], workdir: Path) -> None:
         self.name, self.args = name, args
@@ -71,7 +71,7 @@ class CliProcess:
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "controller.cli", *self.args], cwd=REPO, env=env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "youxu.controller.cli", *self.args], cwd=REPO, env=env,
                                          stdout=log, stderr=subprocess.STDOUT)
 
     @property

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from controller.arbitration import InForce, dispatch_limits
-from controller.dispatch_schema import DispatchCommand, validate_command
 from tests.dispatch_builders import command
+from youxu.controller.grid.arbitration import InForce, dispatch_limits
+from youxu.controller.grid.dispatch_schema import DispatchCommand, validate_command
 
 T0 = 1_782_900_000.0
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.cli_dispatch import publish_scenario_dispatch
 from tests.dispatch_builders import command, rfc
 from tests.fixtures_mqtt import Broker, free_port
 from tests.test_grid_mqtt import online, topic
+from youxu.sim.dispatch_publisher import publish_scenario_dispatch
 
-cli = pytest.importorskip("controller.cli", reason="the youxu command line is not in this tree")
+cli = pytest.importorskip("youxu.controller.cli", reason="the youxu command line is not in this tree")
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -132,7 +132,7 @@ async def test_publish_scenario_dispatch_at_their_times(make_link, grid, mqtt_br
 
 
 async def test_publish_scenario_dispatch_takes_a_scenario(make_link, grid, mqtt_broker: Broker) -> None:
-    from sim.scenario import Scenario
+    from youxu.sim.scenario import Scenario
 
     link = await make_link()
     await online(grid, link)

@@ -10,16 +10,16 @@ import time
 
 import numpy as np
 
-from controller.clock import ScaledClock
-from controller.daemon import Daemon
-from controller.gridlink import Booking
-from controller.sessions import PileObservation, SessionTracker
-from controller.siteconfig import parse_site_config
-from sim.devices import SimulatedSite
-from sim.ports import free_port
-from sim.site_config import scenario_site_config
 from tests.fault_harness import RecordingLink
 from tests.scenarios import small_site
+from youxu.controller.daemon import Daemon
+from youxu.controller.gridlink import Booking
+from youxu.controller.loop.sessions import PileObservation, SessionTracker
+from youxu.controller.siteconfig import parse_site_config
+from youxu.drivers.clock import ScaledClock
+from youxu.sim.devices import SimulatedSite
+from youxu.sim.ports import free_port
+from youxu.sim.site_config import scenario_site_config
 
 PERIOD_S = 0.1
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from controller.commands import INFEASIBLE, NOT_IN_FORCE, CommandBook, CommandRecord, replay
-from controller.dispatch_schema import DispatchCommand, validate_command
-from controller.dispatch_store import MemoryDispatchStore
 from tests.dispatch_builders import command, report
+from youxu.controller.grid.commands import INFEASIBLE, NOT_IN_FORCE, CommandBook, CommandRecord, replay
+from youxu.controller.grid.dispatch_schema import DispatchCommand, validate_command
+from youxu.controller.store.dispatch_store import MemoryDispatchStore
 
 T0 = 1_782_900_000.0
 

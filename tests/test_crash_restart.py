@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sim.ports import free_port, free_port_block
-from sim.scenario import save_scenario
 from tests.dispatch_builders import command, utc_now
 from tests.fixtures_mqtt import GridClient
 from tests.scenarios import small_site
+from youxu.sim.ports import free_port, free_port_block
+from youxu.sim.scenario import save_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 CST = timezone(timedelta(hours=8))
@@ -40,7 +40,7 @@ N_PILES = 6
 def spawn(args: list[str], log: Path, **extra_env: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra_env)
     out = open(log, "ab")  # noqa: SIM115 - the process keeps it
-    return subprocess.Popen([sys.executable, "-m", "controller.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+    return subprocess.Popen([sys.executable, "-m", "youxu.controller.cli", *args], stdout=out, stderr=subprocess.STDOUT,
                             env=env, cwd=log.parent)
 
 
@@ -96,7 +96,7 @@ def site_files(tmp_path: Path, mqtt_broker):
     scen, cfg_path = tmp_path / "scenario.json", tmp_path / "site.yaml"
     save_scenario(sc, scen)
     site_id = f"crash-{uuid.uuid4().hex[:8]}"
-    sim_log = tmp_path / "sim.log"
+    sim_log = tmp_path / "youxu.sim.log"
     sim = spawn(["sim", "serve", "--scenario", str(scen), "--speed", "1", "--modbus-port",
                  str(free_port_block(1)), "--write-config", str(cfg_path), "--mqtt", mqtt_broker.url,
                  "--site-id", site_id], sim_log)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.clock import VirtualClock
-from controller.daemon import Daemon
-from controller.gridlink import NoGridLink
-from controller.siteconfig import parse_site_config
-from sim.devices import DeviceAddress, SimulatedSite
-from sim.ports import free_port
-from sim.register_image import serve_image
-from sim.site_config import scenario_site_config
 from tests.helpers import site_total_kw
 from tests.scenarios import small_site
+from youxu.controller.daemon import Daemon
+from youxu.controller.gridlink import NoGridLink
+from youxu.controller.siteconfig import parse_site_config
+from youxu.drivers.clock import VirtualClock
+from youxu.sim.devices import DeviceAddress, SimulatedSite
+from youxu.sim.ports import free_port
+from youxu.sim.register_image import serve_image
+from youxu.sim.site_config import scenario_site_config
 
 BAUD = 38400
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scheduler.deadband import DeadbandState, Headroom, to_setpoints
-from scheduler.model import Piles, phase_matrix
+from youxu.scheduler.deadband import DeadbandState, Headroom, to_setpoints
+from youxu.scheduler.model import Piles, phase_matrix
 
 INF = np.inf
 

@@ -22,7 +22,7 @@ TOL_KW = 0.1
 def demo_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float, str]:
     out = tmp_path_factory.mktemp("demo")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "controller.cli", "demo", "--out", str(out), "--quiet"],
+    proc = subprocess.run([sys.executable, "-m", "youxu.controller.cli", "demo", "--out", str(out), "--quiet"],
                           capture_output=True, text=True, timeout=300)
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-2000:]

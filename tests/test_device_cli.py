@@ -7,11 +7,11 @@ import json
 import pytest
 import yaml
 
-from controller.cli import main
-from drivers.profiles import load_profile
-from sim.register_image import RegisterImage, serve_image
 from tests.fixtures_modbus import free_tcp_port, silent_device
 from tests.test_device_profiles import METER_VALUES, PILE_CASES, meter_image, pile_image
+from youxu.controller.cli import main
+from youxu.drivers.profiles import load_profile
+from youxu.sim.register_image import RegisterImage, serve_image
 
 
 def fails(capsys: pytest.CaptureFixture, *argv: str) -> str:

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from controller.cli import main
-from controller.cli_device import read_device
-from controller.errors import UserError
-from drivers.pile import ModbusPile
-from drivers.profiles import Profile, Register, load_profile, profile_names
-from drivers.registers import toward_zero_canonical
-from drivers.transport import BusPool
-from sim.register_image import RegisterImage, serve_image
+from youxu.config.errors import UserError
+from youxu.controller.cli import main
+from youxu.controller.cli.device import read_device
+from youxu.drivers.pile import ModbusPile
+from youxu.drivers.profiles import Profile, Register, load_profile, profile_names
+from youxu.drivers.registers import toward_zero_canonical
+from youxu.drivers.transport import BusPool
+from youxu.sim.register_image import RegisterImage, serve_image
 
 METERS = ["sdm630", "dtsu666", "adw300"]
 PILES = ["alfen-ng9xx", "abb-terra-ac", "keba-p30", "vestel-evc04", "phoenix-charx", "youxu-sim-pile"]

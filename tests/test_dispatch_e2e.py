@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.dispatch_schema import format_rfc3339, parse_rfc3339
 from tests.dispatch_builders import command
 from tests.fixtures_mqtt import Broker
 from tests.site_processes import (
@@ -32,6 +31,7 @@ from tests.site_processes import (
     start_site,
 )
 from tests.v2g_dispatch_run import V2gCase, V2gRun, run_v2g_setpoint
+from youxu.controller.grid.dispatch_schema import format_rfc3339, parse_rfc3339
 
 PERIOD_S = 1.0
 BUDGET_MS = 150.0  # control.budget_ms, the config default

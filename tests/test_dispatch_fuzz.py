@@ -19,7 +19,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.dispatch_schema import (
+from tests.test_dispatch_schema import CONTRACT_EXAMPLE, NOW
+from youxu.controller.grid.bookings import PileInfo, parse_booking
+from youxu.controller.grid.dispatch_schema import (
     BAD_SCHEMA,
     BAD_SIGNATURE,
     TARGET_MISMATCH,
@@ -29,9 +31,7 @@ from controller.dispatch_schema import (
     signed,
     validate_command,
 )
-from controller.gridlink import Booking
-from controller.session_request import PileInfo, parse_booking
-from tests.test_dispatch_schema import CONTRACT_EXAMPLE, NOW
+from youxu.controller.gridlink import Booking
 
 KEY = b"fuzz-key"
 REASONS = {BAD_SCHEMA, BAD_SIGNATURE, TARGET_MISMATCH, UNSUPPORTED}

@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from controller.dispatch_schema import (
+from tests.dispatch_builders import command
+from youxu.controller.grid.dispatch_schema import (
     BAD_SCHEMA,
     BAD_SIGNATURE,
     EXPIRED,
@@ -26,7 +27,6 @@ from controller.dispatch_schema import (
     signed,
     validate_command,
 )
-from tests.dispatch_builders import command
 
 NOW = parse_rfc3339("2026-07-01T18:55:00+08:00")
 KEY = b"site-secret-key"

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from controller.dispatch_store import MemoryDispatchStore, SqlDispatchStore, StoredAck, StoredCommand
+from youxu.controller.store.dispatch_store import MemoryDispatchStore, SqlDispatchStore
+from youxu.controller.storelink import StoredAck, StoredCommand
 
 PG_URL = os.environ.get("YOUXU_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from sim.ev import AC7, AC11, EvParams, SessionModel, build_piles, draw_fleet
-from sim.tou import LocalAxis
+from youxu.sim.ev import AC7, AC11, EvParams, SessionModel, build_piles, draw_fleet
+from youxu.sim.tou import LocalAxis
 
 CST = timezone(timedelta(hours=8))
 WEEK_START = datetime(2026, 7, 1, 12, tzinfo=CST)  # Wednesday noon; Sat 4 and Sun 5 July inside

@@ -8,14 +8,15 @@ import struct
 
 import pytest
 
-from controller.siteconfig import SiteConfig, parse_site_config
-from drivers.failsafe import FailsafeKeeper, failsafe_warnings, fallback_active, safe_kw
-from drivers.pile import ModbusPile
-from drivers.profiles import load_profile
-from drivers.transport import BusPool
-from sim.register_image import serve_image
 from tests.fixtures_modbus import FailsafePileModel, FastClock, free_tcp_port
 from tests.test_device_profiles import PILE_CASES, pile_image
+from youxu.controller.site_checks import failsafe_warnings
+from youxu.controller.siteconfig import SiteConfig, parse_site_config
+from youxu.drivers.failsafe import FailsafeKeeper, fallback_active
+from youxu.drivers.pile import ModbusPile
+from youxu.drivers.profiles import load_profile
+from youxu.drivers.transport import BusPool
+from youxu.sim.register_image import serve_image
 
 
 class ManualClock:
@@ -217,7 +218,7 @@ def test_check_config_failsafe_total() -> None:
     piles = [{"id": f"P{i}", "profile": "keba-p30", "url": f"modbus-tcp://10.0.1.{i}:502", "phase": "3P",
               "failsafe_a": 16, "max_a": 16} for i in range(1, 5)]
     cfg = _site(piles, import_limit_kw=50, margin_kw=10)
-    assert safe_kw(cfg.piles[0]) == pytest.approx(11.04)
+    assert cfg.piles[0].safe_kw == pytest.approx(11.04)
     warnings = failsafe_warnings(cfg)
     assert warnings == ["piles: failsafe total 44.2 kW is above the transformer's import limit less margin "
                         "(40.0 kW) even before household load; lower failsafe_a"]

@@ -11,9 +11,9 @@ import time
 import numpy as np
 from sqlalchemy import select
 
-from controller.db_schema import events
 from tests.fault_harness import Run, start_run
 from tests.scenarios import small_site
+from youxu.controller.store.schema import events
 
 MAX_OVER_PERIODS = 2
 

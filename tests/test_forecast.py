@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scheduler.forecast import BaseLoadForecaster, ForecastConfig, residential_shape
+from youxu.scheduler.forecast import BaseLoadForecaster, ForecastConfig, residential_shape
 
 MIDNIGHT_LOCAL = 1_782_835_200.0  # 2026-07-01 00:00 +08:00 (a Wednesday) as epoch s
 STEP = 900.0

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.dispatch_schema import DispatchCommand, validate_command
-from sim.ev import draw_fleet
-from sim.generate import generate_scenario, preset_names, scenario_at_penetration
-from sim.grid_events import GridEventParams
-from sim.presets import PRESETS
-from sim.scenario import PHASES, Scenario, parse_scenario
-from sim.tou import LOCAL_TZ, LocalAxis, beijing_tou
+from youxu.controller.grid.dispatch_schema import DispatchCommand, validate_command
+from youxu.sim.ev import draw_fleet
+from youxu.sim.generate import generate_scenario, preset_names, scenario_at_penetration
+from youxu.sim.grid_events import GridEventParams
+from youxu.sim.presets import PRESETS
+from youxu.sim.scenario import PHASES, Scenario, parse_scenario
+from youxu.sim.tou import LOCAL_TZ, LocalAxis, beijing_tou
 
 
 def _roundtrip(sc: Scenario) -> Scenario:

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from controller.dispatch_store import MemoryDispatchStore, SqlDispatchStore
 from tests.dispatch_builders import ManualClock, command, report, rfc, utc_now
 from tests.fixtures_mqtt import GridClient, Received, response_properties
+from youxu.controller.store.dispatch_store import MemoryDispatchStore, SqlDispatchStore
 
 KEY = b"0123456789abcdef-site-key"
 

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from controller.grid_payloads import TELEMETRY_SCHEMA
 from tests.dispatch_builders import command, report, rfc
 from tests.fixtures_mqtt import Broker, GridClient, connect_client
 from tests.test_grid_mqtt import online, topic
+from youxu.controller.grid.payloads import TELEMETRY_SCHEMA
 
 
 async def test_link_loss_applies_the_default_until_a_fresh_command(make_link, grid: GridClient) -> None:
@@ -210,12 +210,13 @@ async def test_bookings_become_bookings_or_rejection_events(make_link, grid: Gri
 async def test_the_links_own_events_land_in_the_events_table(make_link, grid: GridClient, tmp_path) -> None:
     from sqlalchemy import select
 
-    from controller.db_schema import events
-    from controller.storage import Store
+    from youxu.controller.store.dispatch_store import SqlDispatchStore
+    from youxu.controller.store.schema import events
+    from youxu.controller.store.storage import Store
 
     store = Store(f"sqlite:///{tmp_path / 'youxu.sqlite'}")
     try:
-        link = await make_link(link_loss_s=10, store=store)
+        link = await make_link(link_loss_s=10, store=SqlDispatchStore(store.engine), recorder=store)
         await online(grid, link)
         pid = next(iter(link.piles))
         grid.publish(topic(link, f"sessions/{pid}/request"), {"schema": "youxu.session/1", "energy_kwh": 5.0,

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.errors import UserError
-from sim.household import Heating, HouseholdModel, HouseholdParams, simulate_households, sun_times_h
-from sim.measured_load import load_measured_csv, measured_phase_kw
-from sim.tou import LocalAxis
+from youxu.config.errors import UserError
+from youxu.sim.household import Heating, HouseholdModel, HouseholdParams, simulate_households, sun_times_h
+from youxu.sim.measured_load import load_measured_csv, measured_phase_kw
+from youxu.sim.tou import LocalAxis
 
 CST = timezone(timedelta(hours=8))
 STARTS = {
@@ -72,7 +72,7 @@ def test_coal_to_electricity_heating_loads_the_night() -> None:
     assert p1[20] - p1[19] > 20.0  # storage heaters switch on at 20:00 (≈ 30 homes × 2.5-5 kW)
     assert heated.total_kw.sum() > 1.5 * plain.total_kw.sum()
     # heating follows the cold: the model's heat-pump demand falls as it warms up
-    from sim.household import heat_pump_fraction
+    from youxu.sim.household import heat_pump_fraction
 
     assert heat_pump_fraction(np.array([-10.0]))[0] > heat_pump_fraction(np.array([5.0]))[0] > 0
 

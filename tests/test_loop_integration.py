@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.clock import VirtualClock
-from controller.daemon import Daemon
-from controller.gridlink import NoGridLink
-from controller.siteconfig import parse_site_config
-from sim.devices import SimulatedSite
-from sim.ports import free_port
-from sim.site_config import scenario_site_config
 from tests.helpers import site_total_kw
 from tests.scenarios import small_site
+from youxu.controller.daemon import Daemon
+from youxu.controller.gridlink import NoGridLink
+from youxu.controller.siteconfig import parse_site_config
+from youxu.drivers.clock import VirtualClock
+from youxu.sim.devices import SimulatedSite
+from youxu.sim.ports import free_port
+from youxu.sim.site_config import scenario_site_config
 
 
 async def start_site(sc, strategy: str = "fairshare", margin_kw: float = 2.0, **control):
@@ -121,8 +121,8 @@ async def test_strategies_run_in_the_daemon(strategy):
 
 
 def test_vectorised_register_encoding_matches_the_codec():
-    from drivers.profiles import Register
-    from drivers.registers import encode_canonical, encode_many_canonical
+    from youxu.drivers.profiles import Register
+    from youxu.drivers.registers import encode_canonical, encode_many_canonical
 
     rng = np.random.default_rng(7)
     for t in ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"):

@@ -14,11 +14,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.errors import UserError
-from drivers.mqtt_link import MqttConnection, MqttSettings, Outbound, classify_topic, parse_broker_url
 from tests.dispatch_builders import ManualClock, command, utc_now
 from tests.fixtures_mqtt import Broker, TcpGate, connect_client
 from tests.test_grid_mqtt import online, topic
+from youxu.config.errors import UserError
+from youxu.drivers.mqtt_link import MqttConnection, MqttSettings, Outbound, classify_topic, parse_broker_url
 
 
 def test_broker_urls() -> None:

@@ -12,12 +12,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.httpserver import MetricsServer
-from controller.logjson import JsonLines
-from controller.metrics import LoopMetrics
-from controller.watchdog import Watchdog, watchdog_interval_s
 from tests.fault_harness import start_run
 from tests.scenarios import small_site
+from youxu.controller.ops.httpserver import MetricsServer
+from youxu.controller.ops.logjson import JsonLines
+from youxu.controller.ops.metrics import LoopMetrics
+from youxu.controller.ops.watchdog import Watchdog, watchdog_interval_s
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -106,9 +106,10 @@ def test_watchdog_off_outside_systemd_or_for_another_process():
 
 
 def test_json_lines_log_format():
-    rec = logging.LogRecord("controller.fastloop", logging.WARNING, __file__, 1, "tick took %.1f ms", (212.34,), None)
+    name = "youxu.controller.loop.fastloop"
+    rec = logging.LogRecord(name, logging.WARNING, __file__, 1, "tick took %.1f ms", (212.34,), None)
     obj = json.loads(JsonLines().format(rec))
-    assert obj["level"] == "warning" and obj["msg"] == "tick took 212.3 ms" and obj["logger"] == "controller.fastloop"
+    assert obj["level"] == "warning" and obj["msg"] == "tick took 212.3 ms" and obj["logger"] == name
     rec.kind, rec.pile = "pile_ignores_setpoint", "P07"  # what `FastLoop.alarm` adds to its records
     obj = json.loads(JsonLines().format(rec))
     assert obj["kind"] == "pile_ignores_setpoint" and obj["pile"] == "P07"

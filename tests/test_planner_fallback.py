@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scheduler.bench import T0_S, SyntheticSite, bench_solve
-from scheduler.lp_build import build_lp
-from scheduler.lp_solve import solve_lp
-from scheduler.lp_warm import WarmStart
-from scheduler.model import Plan, PlanInput
-from scheduler.planner import mpc_problem, plan_mpc
 from tests.planner_fixtures import Car, Site
+from youxu.scheduler.bench import T0_S, SyntheticSite, bench_solve
+from youxu.scheduler.lp_build import build_lp
+from youxu.scheduler.lp_solve import solve_lp
+from youxu.scheduler.lp_warm import WarmStart
+from youxu.scheduler.model import Plan, PlanInput
+from youxu.scheduler.planner import mpc_problem, plan_mpc
 
 BENCH_KEYS = {"piles", "horizon", "build_ms_p50", "build_ms_p99", "solve_ms_p50", "solve_ms_p99",
               "total_ms_p50", "total_ms_p99", "status"}

@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from controller.planning import step_grid
-from scheduler.lp_build import build_lp
-from scheduler.model import Plan, PlanInput
-from scheduler.planner import MPC_WEIGHTS, mpc_problem, plan_mpc
 from tests.planner_fixtures import T0, Car, Site
+from youxu.scheduler.lp_build import build_lp
+from youxu.scheduler.model import Plan, PlanInput
+from youxu.scheduler.planner import MPC_WEIGHTS, mpc_problem, plan_mpc
+from youxu.scheduler.rolling import step_grid
 
 TOL = 1e-6
 

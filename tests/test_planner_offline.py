@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.dispatch_arrays import scenario_dispatch_fn
-from sim.offline import offline_schedule
-from sim.physics import scenario_piles
-from sim.scenario import parse_scenario
+from youxu.sim.dispatch_arrays import scenario_dispatch_fn
+from youxu.sim.offline import offline_schedule
+from youxu.sim.physics import scenario_piles
+from youxu.sim.scenario import parse_scenario
 
 STEP = 60
 HOURS = 4

@@ -5,10 +5,10 @@ in `test_crash_restart.py`."""
 
 from __future__ import annotations
 
-from controller.daemon import Daemon
-from controller.storage import Store
 from tests.fault_harness import start_run
 from tests.scenarios import small_site
+from youxu.controller.daemon import Daemon
+from youxu.controller.store.storage import Store
 
 
 async def test_sessions_and_history_survive_a_restart(db_url):

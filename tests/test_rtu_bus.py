@@ -10,14 +10,14 @@ import time
 import pytest
 from pymodbus.framer import FramerRTU
 
-from controller.cli import main
-from drivers.meter import ModbusMeter
-from drivers.pile import ModbusPile
-from drivers.profiles import load_profile
-from drivers.transport import BusPool, DeviceBackedOff, DeviceTimeout
-from sim.register_image import serve_image
 from tests.fixtures_modbus import silent_device, slow_device
 from tests.test_device_profiles import METER_EXPECTED, PILE_CASES, meter_image, pile_image
+from youxu.controller.cli import main
+from youxu.drivers.meter import ModbusMeter
+from youxu.drivers.pile import ModbusPile
+from youxu.drivers.profiles import load_profile
+from youxu.drivers.transport import BusPool, DeviceBackedOff, DeviceTimeout
+from youxu.sim.register_image import serve_image
 
 BAUD = 38400
 

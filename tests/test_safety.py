@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.safety import enforce
-from scheduler.model import HardLimits
 from tests.helpers import piles, sessions, snapshot
+from youxu.scheduler.model import HardLimits
+from youxu.scheduler.safety import enforce
 
 INF = float("inf")
 

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from controller.gridlink import Booking
-from controller.session_request import PileInfo, parse_booking
-from controller.sessions import PileObservation, SessionTracker
+from youxu.controller.grid.bookings import PileInfo, parse_booking
+from youxu.controller.gridlink import Booking
+from youxu.controller.loop.sessions import PileObservation, SessionTracker
 
 T0 = 1_782_900_000.0
 PILES = ("P1", "P2")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from controller.commands import INFEASIBLE, CommandBook
-from controller.grid_mqtt import setpoint_grace_s
-from controller.siteconfig import parse_site_config
 from tests.dispatch_builders import report, site_config
 from tests.test_commands import T0, record
+from youxu.controller.grid.commands import INFEASIBLE, CommandBook
+from youxu.controller.grid.mqtt_link import setpoint_grace_s
+from youxu.controller.siteconfig import parse_site_config
 
 
 def test_setpoint_waits_for_the_planning_period_a_limit_does_not() -> None:

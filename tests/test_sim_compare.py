@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
-from sim.generate import generate_scenario
-from sim.report_text import KPI_LABELS
-from sim.scenario import save_scenario
+from youxu.controller.cli import main
+from youxu.sim.generate import generate_scenario
+from youxu.sim.report_text import KPI_LABELS
+from youxu.sim.scenario import save_scenario
 
 STRATEGIES = ["uncontrolled", "llf", "mpc", "offline"]
 OUTPUTS = ("kpis.json", "timeseries.csv", "schedule.csv", "report.png", "report.html")

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.heuristics import EPS, greedy_allocate
-from scheduler.model import phase_matrix
+from youxu.scheduler.heuristics import EPS, greedy_allocate
+from youxu.scheduler.model import phase_matrix
 
 
 def pile_by_pile(order, demand, min_kw, share, total_kw, phase_kw):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from controller.cli import main
-from sim.hosting import RESOLUTION, SERVED_MIN, Search, Step, fleet_size
+from youxu.controller.cli import main
+from youxu.sim.hosting import RESOLUTION, SERVED_MIN, Search, Step, fleet_size
 
 
 def test_controlled_charging_hosts_a_larger_fleet_than_uncontrolled(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.gridlink import DispatchLimits
-from sim.dispatch_arrays import scenario_dispatch_fn
-from sim.engine import PiecewiseDispatch, RunResult, make_controller, run_scenario, tariff_fn
-from sim.generate import generate_scenario
-from sim.kpis import site_series
-from sim.outputs import SCHEDULE_HEADER, TIMESERIES_HEADER, write_schedule, write_timeseries
-from sim.physics import PlugTimeline, SitePhysics, scenario_piles
-from sim.scenario import Scenario
+from youxu.controller.gridlink import DispatchLimits
+from youxu.sim.dispatch_arrays import scenario_dispatch_fn
+from youxu.sim.engine import PiecewiseDispatch, RunResult, make_controller, run_scenario, tariff_fn
+from youxu.sim.generate import generate_scenario
+from youxu.sim.kpis import site_series
+from youxu.sim.outputs import SCHEDULE_HEADER, TIMESERIES_HEADER, write_schedule, write_timeseries
+from youxu.sim.physics import PlugTimeline, SitePhysics, scenario_piles
+from youxu.sim.scenario import Scenario
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +121,10 @@ def test_tariff_at_one_time_equals_the_array_lookup() -> None:
 
 def test_a_long_run_streams_the_same_schedule(run: RunResult, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import sim.outputs
+    import youxu.sim.outputs
 
-    monkeypatch.setattr(sim.outputs, "STREAM_MIN_ROWS", 0)  # stream even this small run
-    _, kpis = sim.outputs.run_and_write(run.scenario, "llf", tmp_path / "streamed")
+    monkeypatch.setattr(youxu.sim.outputs, "STREAM_MIN_ROWS", 0)  # stream even this small run
+    _, kpis = youxu.sim.outputs.run_and_write(run.scenario, "llf", tmp_path / "streamed")
     write_schedule(tmp_path / "inline.csv", run.scenario, run)
     assert (tmp_path / "streamed" / "schedule.csv").read_bytes() == (tmp_path / "inline.csv").read_bytes()
     assert kpis["energy_delivered_kwh"] == pytest.approx(float(run.delivered_kwh.sum()), abs=1e-2)

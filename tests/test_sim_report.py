@@ -14,13 +14,13 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from sim.engine import run_scenario
-from sim.outputs import write_outputs
-from sim.report import Buckets, pile_soc, tariff_bands
-from sim.report_text import CHART_HELP, KPI_LABELS
-from sim.scenario import Scenario
 from tests.dispatch_builders import command
 from tests.scenarios import small_site
+from youxu.sim.engine import run_scenario
+from youxu.sim.outputs import write_outputs
+from youxu.sim.report import Buckets, pile_soc, tariff_bands
+from youxu.sim.report_text import CHART_HELP, KPI_LABELS
+from youxu.sim.scenario import Scenario
 
 START = "2026-07-01T18:00:00+08:00"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sim.ports import free_port_block
-from sim.scenario import save_scenario
 from tests.scenarios import small_site
+from youxu.sim.ports import free_port_block
+from youxu.sim.scenario import save_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 N_PILES = 5
@@ -25,8 +25,8 @@ BASE_KW = 100.0
 
 
 def youxu(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "controller.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout_s)
+    return subprocess.run([sys.executable, "-m", "youxu.controller.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout_s)
 
 
 def read_json(profile: str, url: str, unit: int) -> dict:
@@ -44,7 +44,7 @@ def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[dic
     config = tmp_path / "site.yaml"
     port = free_port_block(1 + N_PILES)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "sim", "serve", "--scenario", str(scenario), "--modbus-port",
+        [sys.executable, "-m", "youxu.controller.cli", "sim", "serve", "--scenario", str(scenario), "--modbus-port",
          str(port), "--layout", layout, "--units-per-port", str(units_per_port), "--write-config", str(config)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()

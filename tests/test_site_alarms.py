@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.site_alarms import AlarmWatch
 from tests.dispatch_builders import report
+from youxu.controller.grid.site_alarms import AlarmWatch
 
 
 def kinds(alarms: list) -> list[str]:

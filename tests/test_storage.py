@@ -11,14 +11,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import JSON, Column, Float, Integer, MetaData, String, Table, func, insert, select
 
-from controller import dispatch_store
-from controller.database import current_revision, head_revision, make_engine
-from controller.db_schema import events, metadata, readings, readings_1m, readings_15m, sessions
-from controller.dispatch_store import SqlDispatchStore, StoredCommand
-from controller.downsample import Bucket
-from controller.gridlink import TickReport
-from controller.sessions import Session
-from controller.storage import Store
+from youxu.controller.gridlink import TickReport
+from youxu.controller.loop.sessions import Session
+from youxu.controller.store import dispatch_store
+from youxu.controller.store.database import current_revision, head_revision, make_engine
+from youxu.controller.store.dispatch_store import SqlDispatchStore
+from youxu.controller.store.downsample import Bucket
+from youxu.controller.store.schema import events, metadata, readings, readings_1m, readings_15m, sessions
+from youxu.controller.store.storage import Store
+from youxu.controller.storelink import StoredCommand
 
 T0 = 1_782_900_000.0  # 2026-07-01, on a 15-min boundary
 
@@ -160,7 +161,7 @@ def test_dispatch_commands_and_sequence_numbers_share_the_database_and_survive(d
 
 
 def test_backup_of_a_live_sqlite_database(tmp_path):
-    from controller.backup import backup
+    from youxu.controller.store.backup import backup
 
     url = f"sqlite:///{tmp_path / 'youxu.sqlite'}"
     store = Store(url, flush_s=0.01)

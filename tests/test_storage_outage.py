@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from controller import database
-from controller.db_schema import events, readings, readings_1m, sessions
 from tests.fault_harness import Run, start_run
 from tests.fixtures_mqtt import TcpGate
 from tests.scenarios import small_site
+from youxu.controller.store import database
+from youxu.controller.store.schema import events, readings, readings_1m, sessions
 
 OUTAGE_TICKS = 60
 # a tick that waited for the database would take the writer's lock wait (0.5 s) or connect timeout (5 s):

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from drivers.meter import ModbusMeter
-from drivers.profiles import load_profile
-from drivers.transport import BusPool, DeviceBackedOff, DeviceTimeout, Endpoint, parse_device_url
-from sim.register_image import serve_image
 from tests.fixtures_modbus import silent_device
 from tests.test_device_profiles import meter_image
+from youxu.drivers.meter import ModbusMeter
+from youxu.drivers.profiles import load_profile
+from youxu.drivers.transport import BusPool, DeviceBackedOff, DeviceTimeout, Endpoint, parse_device_url
+from youxu.sim.register_image import serve_image
 
 
 def test_parse_urls() -> None:

@@ -13,17 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from controller.clock import VirtualClock
-from controller.daemon import Daemon
-from controller.dispatch_store import MemoryDispatchStore
-from controller.grid_mqtt import MqttGridLink
-from controller.siteconfig import parse_site_config
-from sim.devices import SimulatedSite
-from sim.ports import free_port
-from sim.scenario import Scenario
-from sim.site_config import scenario_site_config
 from tests.dispatch_builders import command, rfc
 from tests.fixtures_mqtt import Broker, connect_client
+from youxu.controller.daemon import Daemon
+from youxu.controller.grid.mqtt_link import MqttGridLink
+from youxu.controller.siteconfig import parse_site_config
+from youxu.controller.store.dispatch_store import MemoryDispatchStore
+from youxu.drivers.clock import VirtualClock
+from youxu.sim.devices import SimulatedSite
+from youxu.sim.ports import free_port
+from youxu.sim.scenario import Scenario
+from youxu.sim.site_config import scenario_site_config
 
 
 @dataclass(frozen=True)

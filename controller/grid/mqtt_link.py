@@ -1,0 +1,404 @@
+"""`MqttGridLink`: the daemon's `GridLink` over MQTT (contract section 4).
+
+Threads and tasks:
+- paho's network thread receives; `_from_network` hands each message to the asyncio loop
+  (`call_soon_threadsafe` onto an `asyncio.Queue`);
+- one asyncio task handles messages in arrival order: validation, duplicate and sequence checks
+  (the store runs on a single worker thread, so the database never blocks the loop), the
+  `received` acknowledgement straight from this path, bookings, heartbeats;
+- `after_tick` (called by the fast loop) and a twice-a-second housekeeping task drive the command
+  state machine (`applied`, `completed`, ...), link-loss detection, telemetry, pile state, events;
+- a publisher thread in `youxu.drivers.mqtt_link` feeds paho; nothing here waits for the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from youxu.config.errors import UserError
+from youxu.controller.grid.arbitration import dispatch_limits
+from youxu.controller.grid.bookings import PileInfo, parse_booking
+from youxu.controller.grid.commands import Ack, CommandBook, CommandRecord, Transition
+from youxu.controller.grid.dispatch_schema import Rejection, decode_json_object, parse_rfc3339
+from youxu.controller.grid.intake import CommandIntake
+from youxu.controller.grid.link_watch import FALLBACK_ENDED, LINK_LOST, LINK_RESTORED, LinkWatch
+from youxu.controller.grid.payloads import (
+    event_payload,
+    pile_state_changed,
+    pile_state_payload,
+    status_payload,
+    telemetry_payload,
+    to_json,
+)
+from youxu.controller.grid.site_alarms import AlarmWatch
+from youxu.controller.gridlink import Booking, DispatchLimits, TickReport
+from youxu.controller.siteconfig import SiteConfig
+from youxu.controller.storelink import DispatchStore, EventRecorder, StoredAck
+from youxu.drivers.clock import Clock
+from youxu.drivers.mqtt_link import Inbound, MqttConnection, MqttSettings, Outbound
+from youxu.drivers.mqtt_topics import SiteTopics, classify_topic
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_S = 0.5
+
+
+def _version() -> str:
+    try:
+        return metadata.version("youxu")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def read_hmac_key(path: object) -> bytes | None:
+    """The site's HMAC key: the key file's content without surrounding whitespace."""
+    if path is None:
+        return None
+    try:
+        key = Path(str(path)).read_bytes().strip()
+    except OSError as exc:
+        raise UserError(f"mqtt.hmac_key_file {path}: {exc.strerror or exc}") from None
+    if not key:
+        raise UserError(f"mqtt.hmac_key_file {path}: empty")
+    return key
+
+
+def setpoint_grace_s(cfg: SiteConfig) -> float:
+    """How long a setpoint may take to be met before it is acked INFEASIBLE. The rolling planner (mpc)
+    takes a new command into account at its next planning period; judging it earlier would call a
+    feasible setpoint infeasible. The configured `apply_grace_s` applies when it is longer."""
+    c = cfg.control
+    return c.planning_period_s + 2.0 * c.period_s if c.strategy == "mpc" else 2.0 * c.period_s
+
+
+class MqttGridLink:
+    """Dispatch, bookings, acknowledgements, telemetry and events over one MQTT broker."""
+
+    def __init__(self, cfg: SiteConfig, clock: Clock, store: DispatchStore | None = None, *,
+                 open_store: Callable[[], DispatchStore] | None = None, owns_store: bool = False,
+                 recorder: EventRecorder | None = None) -> None:
+        """`store` is the dispatch memory to use, or `open_store` opens it when the link starts (off the
+        loop; the link closes it at stop if `owns_store`); `recorder` takes the link's own events."""
+        if cfg.mqtt is None:
+            raise UserError("the site config has no mqtt section")
+        self.cfg, self.m, self.clock, self.tz = cfg, cfg.mqtt, clock, cfg.tz
+        self.site_id = cfg.site.id
+        self.topics = SiteTopics(self.site_id)
+        self.key = read_hmac_key(self.m.hmac_key_file)
+        self.version = _version()
+        self.book = CommandBook(apply_grace_s=self.m.apply_grace_s, setpoint_tolerance_kw=self.m.setpoint_tolerance_kw,
+                                setpoint_grace_s=setpoint_grace_s(cfg))
+        self.watch = LinkWatch(self.m.link_loss_s, clock.now())
+        self.piles = {p.id: PileInfo(p.id, p.v2g) for p in cfg.piles}
+        if store is None and open_store is None:
+            raise TypeError("MqttGridLink needs a dispatch store or a way to open one")
+        self._open = open_store or (lambda: store)
+        self.store: DispatchStore | None = None
+        self._owns_store = owns_store
+        self.recorder = recorder
+        self._lock = threading.RLock()
+        self.intake = CommandIntake(self.site_id, self.book, self._db_call, key=self.key, strict=self.m.strict,
+                                    clock_skew_s=self.m.clock_skew_s, lock=self._lock)
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="youxu-dispatch-db")
+        self._bookings: list[Booking] = []
+        self._status = "online"
+        self._last_telemetry_s = -math.inf
+        self._pile_sent: dict[str, dict[str, Any]] = {}
+        self.alarms = AlarmWatch(cfg.phase_limits_kw())
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: asyncio.Queue[Inbound] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.acks_published = 0
+        settings = MqttSettings.from_section(self.m, self.site_id)
+        will = Outbound(self.topics.status, to_json(status_payload("offline", clock.now(), self.tz, self.version)),
+                        qos=1, retain=True)
+        self.conn = MqttConnection(settings, self.topics.subscriptions(), clock, on_message=self._from_network,
+                                   will=will, birth=self._birth)
+
+    # ---- GridLink ------------------------------------------------------------------------------
+    def limits(self, t_s: np.ndarray) -> DispatchLimits:
+        now = self.clock.now()
+        with self._lock:
+            fallback = self.watch.fallback or self.watch.silent_s(now) > self.watch.link_loss_s
+            return dispatch_limits(self.book.in_force(), t_s, default=self.book.default_command(),
+                                   link_lost=fallback, fallback_limit_kw=self.m.fallback_limit_kw)
+
+    def take_bookings(self) -> list[Booking]:
+        with self._lock:
+            out, self._bookings = self._bookings, []
+        return out
+
+    def after_tick(self, report: TickReport) -> None:
+        try:
+            with self._lock:
+                transitions = self.book.update(report.t_s) + self.book.check_applied(report)
+            self._emit(transitions, report.t_s)
+            self._check_link(report.t_s)
+            self._alarms(report)
+            self._pile_states(report)
+            if report.t_s - self._last_telemetry_s >= self.m.telemetry_period_s:
+                self._last_telemetry_s = report.t_s
+                active = self.limits(np.array([report.t_s])).active_command_ids
+                self.conn.publish(Outbound(self.topics.telemetry, to_json(telemetry_payload(report, active, self.tz)),
+                                           qos=0), "telemetry")
+        except Exception:  # the tick must never fail because of the grid link
+            log.exception("grid link: after_tick failed")
+
+    def event(self, kind: str, message: str, **fields: object) -> None:
+        payload = event_payload(kind, message, self.clock.now(), self.tz, dict(fields))
+        self.conn.publish(Outbound(self.topics.events, to_json(payload), qos=1), "reliable")
+
+    def _own_event(self, kind: str, message: str, **fields: object) -> None:
+        """An event of the link's own (link lost, bookings, ...): to the grid and into the events table."""
+        self.event(kind, message, **fields)
+        self._record(kind, message, dict(fields))
+
+    def _record(self, kind: str, message: str, fields: dict) -> None:
+        if self.recorder is not None:  # the daemon's store (queued, off the hot path)
+            try:
+                self.recorder.event(self.clock.now(), kind, message, fields)
+            except Exception:
+                log.exception("grid link: storing event %s failed", kind)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._inbox = asyncio.Queue()
+        self.store = await self._loop.run_in_executor(self._db, self._open)
+        stored = await self._db_call(self.store.open_commands)
+        now = self.clock.now()
+        with self._lock:
+            self.book.restore(stored)
+            self.intake.store = self.store
+            self.intake.remember_book()
+            transitions = self.book.update(now)
+            self.watch = LinkWatch(self.m.link_loss_s, now)
+        self._emit(transitions, now)
+        self.conn.start()
+        self._tasks = [asyncio.create_task(self._consume(), name="youxu-dispatch-in"),
+                       asyncio.create_task(self._housekeeping(), name="youxu-dispatch-housekeeping")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        offline = Outbound(self.topics.status,
+                           to_json(status_payload("offline", self.clock.now(), self.tz, self.version)), retain=True)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self.conn.stop(final=offline))
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self._db.shutdown(wait=True))
+        if self._owns_store and self.store is not None:
+            self.store.close()
+
+    # ---- state for others -----------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.conn.connected
+
+    @property
+    def link_lost(self) -> bool:
+        return self.watch.lost
+
+    def stats(self) -> dict[str, Any]:
+        """For metrics: broker connection, queues, link state, commands held."""
+        st = self.conn.stats
+        return {"connected": self.conn.connected, "protocol": st.protocol, "connects": st.connects,
+                "disconnects": st.disconnects, "published": st.published, "received": st.received,
+                "telemetry_dropped": st.telemetry_dropped, "queued": self.conn.queued(),
+                "acks_published": self.acks_published, "link_lost": self.watch.lost,
+                "fallback": self.watch.fallback, "commands_open": len(self.book.open),
+                "default_command_id": self.book.default.command_id if self.book.default else None}
+
+    def _birth(self) -> Outbound:
+        payload = status_payload(self._status, self.clock.now(), self.tz, self.version)
+        return Outbound(self.topics.status, to_json(payload), qos=1, retain=True)
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    def _from_network(self, msg: Inbound) -> None:
+        """paho's thread: hand the message to the asyncio side."""
+        assert self._loop is not None and self._inbox is not None
+        self._loop.call_soon_threadsafe(self._inbox.put_nowait, msg)
+
+    async def _db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._db, fn, *args)
+
+    def _db_submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        def done(f: Future[Any]) -> None:
+            if f.exception() is not None:
+                log.error("dispatch store: %s failed: %s", getattr(fn, "__name__", fn), f.exception())
+
+        try:
+            self._db.submit(fn, *args).add_done_callback(done)
+        except RuntimeError:  # shut down
+            log.warning("dispatch store closed; %s not persisted", getattr(fn, "__name__", fn))
+
+    def _publish_ack(self, ack: Ack, rec: CommandRecord | None = None, *, response_topic: str | None = None,
+                     correlation: bytes | None = None) -> None:
+        data = to_json(ack.payload(self.tz))
+        self.conn.publish(Outbound(self.topics.ack, data, qos=1), "reliable")
+        rt = response_topic or (rec.response_topic if rec else None)
+        if rt:
+            corr = correlation if correlation is not None else (rec.correlation_data if rec else None)
+            self.conn.publish(Outbound(rt, data, qos=1, correlation_data=corr), "reliable")
+        self.acks_published += 1
+        if self.store is not None:
+            self._db_submit(self.store.record_ack,
+                            StoredAck(ack.command_id, ack.status, ack.reason, ack.at_s, data.decode()))
+
+    def _save(self, rec: CommandRecord, now_s: float) -> None:
+        store = self.store
+        if store is None:  # not started: nothing was accepted that needs saving
+            return
+        stored = rec.to_stored(now_s)
+        self._db_submit(store.save_command, stored)
+
+    def _emit(self, transitions: list[Transition], now_s: float) -> None:
+        for rec, ack in transitions:
+            self._save(rec, now_s)
+            if ack is not None and (rec.cmd.response_required or ack.status == "rejected"):
+                self._publish_ack(ack, rec)
+
+    def _link_event(self, kind: str, now_s: float) -> None:
+        d = self.book.default_command()
+        silent = self.watch.silent_s(now_s)
+        if kind == LINK_LOST:
+            applies = (f"default {d.command_id}" if d else
+                       f"fallback {self.m.fallback_limit_kw:g} kW" if self.m.fallback_limit_kw else "no fallback limit")
+            self._own_event(LINK_LOST, f"no message from the grid for {silent:.0f} s; applying {applies}",
+                       silent_s=round(silent, 1), default_command_id=d.command_id if d else None,
+                       fallback_limit_kw=self.m.fallback_limit_kw)
+        elif kind == LINK_RESTORED:
+            self._own_event(LINK_RESTORED, "the grid is heard again; the default applies until a fresh command")
+        elif kind == FALLBACK_ENDED:
+            self._own_event(FALLBACK_ENDED, "fresh dispatch command accepted; the fallback no longer applies")
+
+    def _check_link(self, now_s: float) -> None:
+        with self._lock:
+            change = self.watch.check(now_s)
+        if change:
+            log.warning("grid link lost: nothing heard for %.0f s", self.watch.silent_s(now_s))
+            self._link_event(change, now_s)
+
+    def _heard(self, now_s: float, *, command: bool) -> None:
+        with self._lock:
+            changes = self.watch.command_accepted(now_s) if command else [self.watch.heard(now_s)]
+        for c in changes:
+            if c:
+                self._link_event(c, now_s)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            try:
+                now = self.clock.now()
+                with self._lock:
+                    transitions = self.book.update(now)
+                self._emit(transitions, now)
+                self._check_link(now)
+            except Exception:
+                log.exception("grid link housekeeping failed")
+
+    async def _consume(self) -> None:
+        assert self._inbox is not None
+        while True:
+            msg = await self._inbox.get()
+            try:
+                await self._handle(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("grid link: message on %s failed", msg.topic)
+            finally:
+                self.conn.ack(msg)
+
+    async def _handle(self, msg: Inbound) -> None:
+        kind, site, pile = classify_topic(msg.topic)
+        if kind in ("dispatch", "default"):
+            await self._on_command(msg, kind, site)
+        elif kind == "heartbeat":
+            self._on_heartbeat(msg)
+        elif kind == "session_request" and pile is not None:
+            self._on_booking(msg, pile)
+
+    # ---- incoming ----------------------------------------------------------------------------
+    def _reject(self, rej: Rejection, msg: Inbound, now_s: float) -> None:
+        log.info("dispatch %s rejected: %s %s %s", rej.command_id, rej.reason, rej.field, rej.detail)
+        ack = Ack(rej.command_id, "rejected", now_s, reason=rej.reason, field=rej.field, detail=rej.detail)
+        self._publish_ack(ack, response_topic=msg.response_topic, correlation=msg.correlation_data)
+
+    async def _on_command(self, msg: Inbound, role: str, topic_site: str | None) -> None:
+        now = self.clock.now()
+        v = await self.intake.command(msg, role, topic_site, now)
+        if v.rejection is not None:
+            self._reject(v.rejection, msg, now)
+        if v.previous_ack is not None:
+            data = to_json(v.previous_ack)
+            self.conn.publish(Outbound(self.topics.ack, data, qos=1), "reliable")
+            if msg.response_topic:
+                self.conn.publish(Outbound(msg.response_topic, data, qos=1, correlation_data=msg.correlation_data),
+                                  "reliable")
+        if v.store_error:
+            self._own_event("dispatch_store_error", v.store_error)
+        self._emit(v.transitions, now)
+        if v.heard:
+            self._heard(now, command=(v.heard == "command"))
+
+    def _on_heartbeat(self, msg: Inbound) -> None:
+        now = self.clock.now()
+        obj = decode_json_object(msg.payload)
+        try:
+            if isinstance(obj, Rejection):
+                raise ValueError(obj.detail)
+            at_s = parse_rfc3339(obj.get("at"))
+        except ValueError as exc:
+            log.debug("ignoring heartbeat: %s", exc)
+            return
+        if msg.retain or abs(at_s - now) > self.m.clock_skew_s:
+            log.warning("ignoring heartbeat at %s (retained or outside the clock skew)", obj.get("at"))
+            return
+        self._heard(now, command=False)
+
+    def _on_booking(self, msg: Inbound, pile_id: str) -> None:
+        now = self.clock.now()
+        res = parse_booking(msg.payload, pile_id, self.piles, now, strict=self.m.strict)
+        if isinstance(res, Rejection):
+            kind, message = "booking_rejected", f"booking for {pile_id} refused: {res.field}: {res.detail}"
+            fields: dict[str, object] = {"pile": pile_id, "reason": res.reason, "field": res.field}
+        else:
+            with self._lock:
+                self._bookings.append(res)
+            kind, message = "booking_accepted", f"booking for {pile_id} accepted"
+            fields = {"pile": pile_id, "energy_kwh": res.energy_kwh, "priority": res.priority}
+        payload = event_payload(kind, message, now, self.tz, fields)
+        self.conn.publish(Outbound(self.topics.events, to_json(payload), qos=1), "reliable")
+        self._record(kind, message, fields)
+        if msg.response_topic:
+            self.conn.publish(Outbound(msg.response_topic, to_json(payload), qos=1,
+                                       correlation_data=msg.correlation_data), "reliable")
+
+    # ---- derived from ticks ----------------------------------------------------------------------
+    def _alarms(self, r: TickReport) -> None:
+        for alarm in self.alarms.observe(r):
+            if alarm.kind in ("safe_mode", "safe_mode_cleared"):
+                # the status topic follows the tick; the event itself comes from the loop, which says why
+                self._status = "safe_mode" if r.safe_mode else "online"
+                self.conn.publish(self._birth(), "reliable")
+                continue
+            self._own_event(alarm.kind, alarm.message, **alarm.fields)
+
+    def _pile_states(self, r: TickReport) -> None:
+        for pid in r.pile_status:
+            state = pile_state_payload(pid, r, self.tz)
+            if pile_state_changed(self._pile_sent.get(pid), state):
+                self._pile_sent[pid] = state
+                self.conn.publish(Outbound(self.topics.pile_state(pid), to_json(state), qos=0, retain=True), "state")

@@ -1,0 +1,107 @@
+"""Opening the database and bringing its schema up to date (alembic, shipped in the package).
+
+SQLite by default (WAL, one file), PostgreSQL by URL (`postgresql://...` uses psycopg 3).
+`python -m youxu.controller.store.database --config site.yaml [--revision]` upgrades (or shows) the schema
+of a site's database, as the daemon does at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_S = 5.0  # the writer waits this long for a lock held by a backup or another reader
+PG_CONNECT_TIMEOUT_S = 5
+
+
+def normalise_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    connect_args: dict[str, object] = {}
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        connect_args["timeout"] = SQLITE_BUSY_S
+    elif url.startswith("postgresql"):
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_conn, _rec) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+    return engine
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "youxu.controller.store:migrations")
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Migrate the schema to `revision` (the newest by default); returns the revision before."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        before = MigrationContext.configure(conn).get_current_revision()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    target = head_revision() if revision == "head" else revision
+    if before != target:
+        log.info("database schema upgraded from %s to %s", before or "nothing", target)
+    return before
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m youxu.controller.store.database", description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, type=Path, help="site config (YAML)")
+    p.add_argument("--revision", action="store_true", help="only print the schema revision")
+    args = p.parse_args(argv)
+    from youxu.config.errors import UserError
+    from youxu.controller.siteconfig import load_site_config
+
+    try:
+        cfg = load_site_config(args.config)
+    except UserError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    engine = make_engine(cfg.storage.database_url())
+    try:
+        if not args.revision:
+            upgrade(engine)
+        print(f"{cfg.storage.database_url()}: revision {current_revision(engine)} (newest {head_revision()})")
+    finally:
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

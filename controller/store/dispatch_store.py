@@ -1,0 +1,251 @@
+"""What the dispatch link must remember across restarts: commands, acks, issuers' sequence numbers.
+
+Two implementations of one small protocol: `MemoryDispatchStore` (tests, simulator) and
+`SqlDispatchStore` (SQLAlchemy 2.x; SQLite by default, PostgreSQL in larger installs). The link
+calls the store off the control loop (a single worker thread), so a slow database never delays
+a tick; `accept` is atomic so that a command is stored if and only if its issuer's sequence
+number moved past it, and a replay after a restart is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from youxu.controller.storelink import FINAL_STATES, StoredAck, StoredCommand
+
+
+class MemoryDispatchStore:
+    """The protocol in memory (thread-safe); forgets everything when the process ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seqs: dict[str, int] = {}
+        self._commands: dict[str, StoredCommand] = {}
+        self._acks: list[StoredAck] = []
+
+    def last_seq(self, issuer: str) -> int | None:
+        with self._lock:
+            return self._seqs.get(issuer)
+
+    def advance_seq(self, issuer: str, seq: int, at_s: float) -> bool:
+        with self._lock:
+            return self._advance(issuer, seq)
+
+    def _advance(self, issuer: str, seq: int) -> bool:
+        last = self._seqs.get(issuer)
+        if last is not None and seq <= last:
+            return False
+        self._seqs[issuer] = seq
+        return True
+
+    def accept(self, rec: StoredCommand) -> bool:
+        with self._lock:
+            if rec.command_id in self._commands or not self._advance(rec.issuer, rec.seq):
+                return False
+            self._commands[rec.command_id] = rec
+            return True
+
+    def save_command(self, rec: StoredCommand) -> None:
+        with self._lock:
+            self._commands[rec.command_id] = rec
+
+    def find_command(self, command_id: str) -> StoredCommand | None:
+        with self._lock:
+            return self._commands.get(command_id)
+
+    def open_commands(self) -> list[StoredCommand]:
+        with self._lock:
+            recs = [r for r in self._commands.values() if not r.final]
+        return sorted(recs, key=lambda r: (r.received_s, r.seq))
+
+    def record_ack(self, ack: StoredAck) -> None:
+        with self._lock:
+            self._acks.append(ack)
+
+    def last_ack(self, command_id: str) -> StoredAck | None:
+        with self._lock:
+            for ack in reversed(self._acks):
+                if ack.command_id == command_id:
+                    return ack
+        return None
+
+    def acks(self) -> list[StoredAck]:
+        with self._lock:
+            return list(self._acks)
+
+    def close(self) -> None:
+        return None
+
+
+metadata = MetaData()
+
+commands_table = Table(
+    "dispatch_commands",
+    metadata,
+    Column("command_id", String(128), primary_key=True),
+    Column("issuer", String(128), nullable=False, index=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("payload", Text, nullable=False),
+    Column("received_s", Float, nullable=False),
+    Column("end_s", Float),
+    Column("applied_s", Float),
+    Column("response_topic", String(1024)),
+    Column("correlation_data", LargeBinary),
+    Column("updated_s", Float, nullable=False),
+)
+
+acks_table = Table(
+    "dispatch_acks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("command_id", String(128), index=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(64)),
+    Column("at_s", Float, nullable=False),
+    Column("payload", Text, nullable=False),
+)
+
+issuer_seqs_table = Table(
+    "dispatch_issuer_seqs",
+    metadata,
+    Column("issuer", String(128), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("updated_s", Float, nullable=False),
+)
+
+
+def _row_to_command(row: object) -> StoredCommand:
+    m = row._mapping  # type: ignore[attr-defined]
+    return StoredCommand(
+        command_id=m["command_id"], issuer=m["issuer"], seq=int(m["seq"]), role=m["role"], state=m["state"],
+        payload=m["payload"], received_s=m["received_s"], end_s=m["end_s"], applied_s=m["applied_s"],
+        response_topic=m["response_topic"],
+        correlation_data=bytes(m["correlation_data"]) if m["correlation_data"] is not None else None,
+        updated_s=m["updated_s"],
+    )
+
+
+def _command_values(rec: StoredCommand) -> dict[str, object]:
+    return {
+        "command_id": rec.command_id, "issuer": rec.issuer, "seq": rec.seq, "role": rec.role, "state": rec.state,
+        "payload": rec.payload, "received_s": rec.received_s, "end_s": rec.end_s, "applied_s": rec.applied_s,
+        "response_topic": rec.response_topic, "correlation_data": rec.correlation_data,
+        "updated_s": rec.updated_s or rec.received_s,
+    }
+
+
+class SqlDispatchStore:
+    """The protocol on a SQLAlchemy database (tables `dispatch_commands`, `dispatch_acks`,
+    `dispatch_issuer_seqs`, created when missing)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        metadata.create_all(engine)
+
+    @classmethod
+    def from_url(cls, url: str) -> SqlDispatchStore:
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return cls(create_engine(url, pool_pre_ping=True))
+
+    def last_seq(self, issuer: str) -> int | None:
+        with self.engine.connect() as conn:
+            v = conn.execute(
+                select(issuer_seqs_table.c.last_seq).where(issuer_seqs_table.c.issuer == issuer)
+            ).scalar_one_or_none()
+        return None if v is None else int(v)
+
+    @staticmethod
+    def _advance(conn: object, issuer: str, seq: int, at_s: float) -> bool:
+        t = issuer_seqs_table
+        res = conn.execute(  # type: ignore[attr-defined]
+            update(t).where(t.c.issuer == issuer, t.c.last_seq < seq).values(last_seq=seq, updated_s=at_s)
+        )
+        if res.rowcount == 1:
+            return True
+        exists = conn.execute(select(t.c.issuer).where(t.c.issuer == issuer)).first()  # type: ignore[attr-defined]
+        if exists is not None:
+            return False
+        conn.execute(insert(t).values(issuer=issuer, last_seq=seq, updated_s=at_s))  # type: ignore[attr-defined]
+        return True
+
+    def advance_seq(self, issuer: str, seq: int, at_s: float) -> bool:
+        try:
+            with self.engine.begin() as conn:
+                return self._advance(conn, issuer, seq, at_s)
+        except IntegrityError:  # another writer inserted the issuer first: retry as an update
+            with self.engine.begin() as conn:
+                return self._advance(conn, issuer, seq, at_s)
+
+    def accept(self, rec: StoredCommand) -> bool:
+        try:
+            with self.engine.begin() as conn:
+                if not self._advance(conn, rec.issuer, rec.seq, rec.received_s):
+                    return False
+                conn.execute(insert(commands_table).values(**_command_values(rec)))
+                return True
+        except IntegrityError:  # same command_id stored already, or a concurrent first insert of the issuer
+            return False
+
+    def save_command(self, rec: StoredCommand) -> None:
+        values = _command_values(rec)
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(commands_table).where(commands_table.c.command_id == rec.command_id).values(**values)
+            )
+            if res.rowcount == 0:
+                conn.execute(insert(commands_table).values(**values))
+
+    def find_command(self, command_id: str) -> StoredCommand | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(commands_table).where(commands_table.c.command_id == command_id)).first()
+        return None if row is None else _row_to_command(row)
+
+    def open_commands(self) -> list[StoredCommand]:
+        t = commands_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t).where(t.c.state.not_in(sorted(FINAL_STATES))).order_by(t.c.received_s, t.c.seq)
+            ).all()
+        return [_row_to_command(r) for r in rows]
+
+    def record_ack(self, ack: StoredAck) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(acks_table).values(
+                command_id=ack.command_id, status=ack.status, reason=ack.reason, at_s=ack.at_s, payload=ack.payload,
+            ))
+
+    def last_ack(self, command_id: str) -> StoredAck | None:
+        t = acks_table
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t).where(t.c.command_id == command_id).order_by(t.c.id.desc()).limit(1)).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return StoredAck(m["command_id"], m["status"], m["reason"], m["at_s"], m["payload"])
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,136 @@
+"""Where the rooms meet storage: what the fast loop, the grid link and the ops side ask of it.
+
+`store/` implements these (`store.storage.Store`, `store.dispatch_store`); the loop, the grid link
+and the metrics see only the protocols and records here, so a database is never a seam's type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from youxu.controller.gridlink import TickReport
+
+
+class SessionRecord(Protocol):
+    """A charging session as it is stored (the loop's sessions are these)."""
+
+    id: str
+    pile_id: str
+    arrival_s: float
+    departure_s: float
+    energy_requested_kwh: float
+    delivered_kwh: float
+    v2g: bool
+    urgent: bool
+    booked: bool
+    state: str
+
+
+class EventRecorder(Protocol):
+    def event(self, t_s: float, kind: str, message: str, fields: dict | None = None) -> None:
+        """Queue an alarm or state change for the events table (never blocks)."""
+        ...
+
+
+class StoreHealth(Protocol):
+    """The store's counters, cheap to read from any thread."""
+
+    db_ok: bool
+    last_error: str
+    dropped_bulk: int
+    dropped_keep: int
+    written: int
+    write_failures: int
+
+    @property
+    def dropped(self) -> int: ...
+
+    @property
+    def depth(self) -> int: ...
+
+    def depths(self) -> dict[str, int]: ...
+
+
+class Recorder(EventRecorder, StoreHealth, Protocol):
+    """The store as the fast loop sees it: everything queued, nothing waits on the database."""
+
+    def tick(self, r: TickReport, finished: list | None = None, base_phase_kw: object = None,
+             meter_ok: bool = True) -> None: ...
+
+    def loop_stats(self, row: dict) -> None: ...
+
+    def save_state(self, key: str, value: dict, t_s: float) -> None: ...
+
+    def sessions_open(self, open_sessions: list, t_s: float) -> None: ...
+
+
+# ---- the dispatch link's memory -----------------------------------------------------------------
+FINAL_STATES = frozenset({"completed", "expired", "superseded", "cancelled"})
+
+
+@dataclass(frozen=True)
+class StoredCommand:
+    """A command the site accepted, as persisted (payload is the JSON received)."""
+
+    command_id: str
+    issuer: str
+    seq: int
+    role: str  # "dispatch" | "default"
+    state: str  # received | active | completed | expired | superseded | cancelled
+    payload: str
+    received_s: float
+    end_s: float | None = None  # effective end (valid_until, or when superseded/cancelled); None = open
+    applied_s: float | None = None
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    updated_s: float = 0.0
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclass(frozen=True)
+class StoredAck:
+    command_id: str | None
+    status: str
+    reason: str | None
+    at_s: float
+    payload: str  # the JSON published
+
+
+class SeqStore(Protocol):
+    def last_seq(self, issuer: str) -> int | None: ...
+
+    def advance_seq(self, issuer: str, seq: int, at_s: float) -> bool:
+        """Record `seq` for `issuer` if it is above the last one; False (and no change) otherwise."""
+        ...
+
+
+class CommandStore(Protocol):
+    def save_command(self, rec: StoredCommand) -> None:
+        """Insert or update by command_id."""
+        ...
+
+    def find_command(self, command_id: str) -> StoredCommand | None: ...
+
+    def open_commands(self) -> list[StoredCommand]:
+        """Commands not in a final state (including the current default), oldest first."""
+        ...
+
+    def record_ack(self, ack: StoredAck) -> None: ...
+
+    def last_ack(self, command_id: str) -> StoredAck | None: ...
+
+
+class DispatchStore(SeqStore, CommandStore, Protocol):
+    def accept(self, rec: StoredCommand) -> bool:
+        """Atomically: advance the issuer's seq to `rec.seq` and save `rec`; False if seq is not above."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def with_state(rec: StoredCommand, state: str, now_s: float, **changes: object) -> StoredCommand:
+    return replace(rec, state=state, updated_s=now_s, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,22 @@
+"""`youxu demo`: the main job on the embedded default."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="a simulated community controlled by the real daemon for one day")
+    p.add_argument("--out", type=Path, default=Path("youxu-demo"), help="output directory (default ./youxu-demo)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--preset", default="old-community",
+                   help="scenario preset (default: old-community, a tight 315 kVA transformer in winter)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from youxu.sim.demo import run_demo
+
+    return run_demo(args.out, preset=args.preset, seed=args.seed, quiet=args.quiet)
