@@ -59,6 +59,7 @@ class DeviceSection(_Section):
     profile: str
     url: str
     unit: int | None = Field(default=None, ge=0, le=255)  # default: the profile's unit id
+    address: str | None = None  # DL/T 645 meters: the 12-digit meter address, instead of a unit
     timeout_s: float = Field(default=0.5, gt=0, le=30)
 
     def unit_id(self) -> int:
@@ -84,6 +85,25 @@ class DeviceSection(_Section):
     def _url(cls, v: str) -> str:
         parse_device_url(v)  # raises ValueError with the reason
         return v
+
+    @model_validator(mode="after")
+    def _transport(self) -> DeviceSection:
+        from youxu.drivers.dlt645 import check_address
+        from youxu.drivers.profiles import load_profile
+
+        prof = load_profile(self.profile)
+        ep = parse_device_url(self.url)
+        if ep.protocol != prof.protocol:
+            raise ValueError(f"url: profile {prof.name} does not speak {ep.scheme} (use {', '.join(prof.transports)})")
+        if prof.protocol == "dlt645-2007":
+            if self.address is None:
+                raise ValueError("address: a DL/T 645 meter needs its 12-digit address (printed on the meter)")
+            check_address(self.address)
+            if self.unit is not None:
+                raise ValueError("unit: a DL/T 645 meter is named by its address, not a Modbus unit")
+        elif self.address is not None:
+            raise ValueError(f"address: only DL/T 645 meters have one; {prof.name} is a Modbus device (use unit)")
+        return self
 
 
 class PileSection(DeviceSection):

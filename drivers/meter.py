@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -32,6 +33,17 @@ class MeterReading:
             "import_kwh": None if self.import_kwh is None else round(self.import_kwh, 3),
             "export_kwh": None if self.export_kwh is None else round(self.export_kwh, 3),
         }
+
+
+class Meter(Protocol):
+    """What the loop needs of the transformer meter, whatever its transport."""
+
+    timeout_s: float
+
+    @property
+    def label(self) -> str: ...
+
+    async def read(self, timeout_s: float | None = None) -> MeterReading: ...
 
 
 class ModbusMeter(ProfiledDevice):

@@ -1,8 +1,9 @@
 """Device profiles: YAML register maps of meters and piles, as typed data.
 
 A profile names quantities (``power``, ``voltage_l1``, ``energy`` ...) and says where each
-lives: function code, wire address (0-based, as sent in the request), type, word order,
-scale and the unit of the scaled value. The drivers convert every unit to youxu's
+lives: for Modbus the function code, wire address (0-based, as sent in the request), type,
+word order, scale and the unit of the scaled value; for DL/T 645-2007 meters the data
+identifier and the value's BCD format. The drivers convert every unit to youxu's
 canonical ones (kW, kWh, V, A). Piles also describe their status codes, how a power
 setpoint is written, and their failsafe registers.
 """
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from youxu.config import data_path
 from youxu.config.errors import UserError, format_validation_error
+from youxu.drivers.dlt645 import ValueFormat, check_di
 
 RegType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
 PileStatus = Literal["available", "connected", "charging", "fault", "unknown"]
@@ -207,13 +209,57 @@ class Connector(_Model):
     last: int = Field(default=1, ge=0)
 
 
+class DataItem(_Model):
+    """A DL/T 645-2007 data identifier and how its value is written."""
+
+    di: str  # DI3..DI0 as in the standard, e.g. "02030000" (total active power)
+    format: str  # the standard's layout, e.g. "XX.XXXX"
+    signed: bool = False  # the top bit of the highest byte is the sign (currents, powers)
+    unit: str = ""
+    every_s: float = Field(default=0.0, ge=0)  # read at most this often (0: every poll)
+    doc: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> DataItem:
+        check_di(self.di)
+        ValueFormat.parse(self.format, self.signed)
+        if self.unit not in UNIT_TO_CANONICAL:
+            raise ValueError(f"unknown unit {self.unit!r}; use one of {sorted(UNIT_TO_CANONICAL)}")
+        return self
+
+    @property
+    def value_format(self) -> ValueFormat:
+        return ValueFormat.parse(self.format, self.signed)
+
+    @property
+    def canonical_factor(self) -> float:
+        return UNIT_TO_CANONICAL[self.unit][1]
+
+
+class DataBlock(_Model):
+    """A DL/T 645 block identifier that answers several items at once, in this order (e.g.
+    0201FF00: the three phase voltages); a meter that does not know it is read item by item."""
+
+    di: str
+    items: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataBlock:
+        check_di(self.di)
+        return self
+
+
+Transport = Literal["modbus-tcp", "modbus-rtu", "dlt645", "dlt645-tcp"]
+
+
 class Profile(_Model):
     name: str
     kind: Literal["meter", "pile"]
     vendor: str = ""
     model: str = ""
     source: str = ""  # where the register map comes from
-    transports: list[Literal["modbus-tcp", "modbus-rtu"]] = Field(default_factory=lambda: ["modbus-tcp"])
+    protocol: Literal["modbus", "dlt645-2007"] = "modbus"
+    transports: list[Transport] = Field(default_factory=lambda: ["modbus-tcp"])
     default_unit: int = Field(default=1, ge=0, le=255)
     max_read_gap: int = Field(default=16, ge=0)  # registers a block read may skip over
     max_read_count: int = Field(default=120, ge=1, le=125)  # registers one request may span
@@ -221,6 +267,8 @@ class Profile(_Model):
     energy_counter: Literal["session", "total"] = "session"  # what the pile's `energy` register counts
     connector: Connector | None = None
     registers: dict[str, Register] = Field(default_factory=dict)
+    data_items: dict[str, DataItem] = Field(default_factory=dict)  # DL/T 645 meters
+    data_blocks: list[DataBlock] = Field(default_factory=list)
     status: Status | None = None
     setpoint: Setpoint | None = None
     enable: Enable | None = None
@@ -229,6 +277,12 @@ class Profile(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Profile:
+        if self.protocol == "dlt645-2007":
+            return self._check_dlt645()
+        if self.data_items or self.data_blocks:
+            raise ValueError("data_items and data_blocks are for protocol dlt645-2007; Modbus devices use registers")
+        if any(t.startswith("dlt645") for t in self.transports):
+            raise ValueError("a Modbus profile's transports are modbus-tcp and modbus-rtu")
         if self.kind == "pile":
             if self.status is None or self.setpoint is None:
                 raise ValueError("a pile profile needs 'status' and 'setpoint'")
@@ -241,6 +295,22 @@ class Profile(_Model):
                 raise ValueError(f"{name}: function code 6 writes one register, but a {reg.type} spans {reg.count}")
         if self.connector is not None and self.connector.last < self.connector.first:
             raise ValueError("connector.last is below connector.first")
+        return self
+
+    def _check_dlt645(self) -> Profile:
+        if self.kind != "meter":
+            raise ValueError("DL/T 645-2007 profiles are meters")
+        if self.registers or self.status or self.setpoint or self.failsafe or self.enable:
+            raise ValueError("a DL/T 645-2007 profile has data_items, not Modbus registers")
+        if any(not t.startswith("dlt645") for t in self.transports):
+            raise ValueError("a DL/T 645-2007 profile's transports are dlt645 and dlt645-tcp")
+        items = self.data_items
+        if "power" not in items and not all(f"power_l{i}" in items for i in (1, 2, 3)):
+            raise ValueError("a meter profile needs a 'power' data item (or power_l1..power_l3)")
+        for block in self.data_blocks:
+            unknown = [n for n in block.items if n not in items]
+            if unknown:
+                raise ValueError(f"data block {block.di}: unknown data items {unknown}")
         return self
 
     def read_registers(self) -> dict[str, Register]:

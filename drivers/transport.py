@@ -71,7 +71,7 @@ EXCEPTION_CODES = {
 
 @dataclass(frozen=True)
 class Endpoint:
-    scheme: str  # modbus-tcp | modbus-rtu
+    scheme: str  # modbus-tcp | modbus-rtu | dlt645-tcp | dlt645
     host: str = ""
     port: int = 502
     device: str = ""  # serial device path
@@ -83,7 +83,16 @@ class Endpoint:
 
     @property
     def key(self) -> str:
-        return f"tcp://{self.host}:{self.port}" if self.scheme == "modbus-tcp" else f"rtu://{self.device}"
+        family = "dlt645-" if self.scheme.startswith("dlt645") else ""
+        return f"{family}tcp://{self.host}:{self.port}" if self.is_tcp else f"{family}rtu://{self.device}"
+
+    @property
+    def is_tcp(self) -> bool:
+        return self.scheme in TCP_SCHEMES
+
+    @property
+    def protocol(self) -> str:
+        return "dlt645-2007" if self.scheme.startswith("dlt645") else "modbus"
 
 
 def _number(url: str, query: dict[str, str], key: str, default: float, kind: type = int) -> Any:
@@ -102,33 +111,46 @@ def _check_options(url: str, query: dict[str, str], allowed: tuple[str, ...]) ->
         raise ValueError(f"{url!r}: unknown option {unknown[0]!r} (use {', '.join(allowed)})")
 
 
+TCP_SCHEMES = {"modbus-tcp": 502, "dlt645-tcp": None}  # scheme -> default port (None: the URL must say)
+SERIAL_SCHEMES = {"modbus-rtu": (9600, "N", 5.0), "dlt645": (2400, "E", 20.0)}  # baud, parity, spacing_ms
+SCHEMES = (*TCP_SCHEMES, *SERIAL_SCHEMES)
+
+
 def parse_device_url(url: str) -> Endpoint:
-    """Parse a device URL; raise ValueError saying what is wrong."""
+    """Parse a device URL; raise ValueError saying what is wrong.
+
+    `modbus-tcp://host[:502]`, `modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N`; DL/T 645 meters
+    `dlt645:///dev/ttyUSB0?baud=2400&parity=E` (serial) or `dlt645-tcp://host:port` (a
+    serial-to-Ethernet gateway in transparent mode)."""
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    if parts.scheme == "modbus-tcp":
+    scheme = parts.scheme
+    if scheme in TCP_SCHEMES:
         if not parts.hostname:
-            raise ValueError(f"{url!r}: modbus-tcp needs a host (modbus-tcp://host:port)")
+            raise ValueError(f"{url!r}: {scheme} needs a host ({scheme}://host:port)")
         try:
-            port = parts.port or 502
+            port = parts.port or TCP_SCHEMES[scheme]
         except ValueError:
             raise ValueError(f"{url!r}: bad port") from None
+        if port is None:
+            raise ValueError(f"{url!r}: {scheme} needs the gateway's port ({scheme}://host:port)")
         _check_options(url, query, TCP_OPTIONS)
         spacing = _number(url, query, "spacing_ms", 0.0, float)
         if spacing < 0:
             raise ValueError(f"{url!r}: spacing_ms must not be negative")
-        return Endpoint("modbus-tcp", host=parts.hostname, port=port, spacing_ms=spacing)
-    if parts.scheme == "modbus-rtu":
+        return Endpoint(scheme, host=parts.hostname, port=port, spacing_ms=spacing)
+    if scheme in SERIAL_SCHEMES:
         if not parts.path or parts.path == "/":
-            raise ValueError(f"{url!r}: modbus-rtu needs a serial device (modbus-rtu:///dev/ttyUSB0)")
+            raise ValueError(f"{url!r}: {scheme} needs a serial device ({scheme}:///dev/ttyUSB0)")
+        baud0, parity0, spacing0 = SERIAL_SCHEMES[scheme]
         _check_options(url, query, RTU_OPTIONS)
-        parity = query.get("parity", "N").upper()
+        parity = query.get("parity", parity0).upper()
         if parity not in ("N", "E", "O"):
             raise ValueError(f"{url!r}: parity must be N, E or O")
-        baud = _number(url, query, "baud", 9600)
+        baud = _number(url, query, "baud", baud0)
         stop = _number(url, query, "stop", 1)
         bits = _number(url, query, "bits", 8)
-        spacing = _number(url, query, "spacing_ms", 5.0, float)
+        spacing = _number(url, query, "spacing_ms", spacing0, float)
         if baud <= 0:
             raise ValueError(f"{url!r}: baud must be positive")
         if stop not in (1, 2):
@@ -137,9 +159,9 @@ def parse_device_url(url: str) -> Endpoint:
             raise ValueError(f"{url!r}: bits must be 7 or 8")
         if spacing < 0:
             raise ValueError(f"{url!r}: spacing_ms must not be negative")
-        return Endpoint("modbus-rtu", device=parts.path, baud=baud, parity=parity, stopbits=stop,
+        return Endpoint(scheme, device=parts.path, baud=baud, parity=parity, stopbits=stop,
                         bytesize=bits, spacing_ms=spacing)
-    raise ValueError(f"{url!r}: scheme must be modbus-tcp:// or modbus-rtu://")
+    raise ValueError(f"{url!r}: scheme must be one of {', '.join(s + '://' for s in SCHEMES)}")
 
 
 @dataclass

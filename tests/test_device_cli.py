@@ -105,7 +105,8 @@ def test_device_failure_exception(modbus_servers, capsys: pytest.CaptureFixture)
 
 @pytest.mark.parametrize("argv, expect", [
     (["--profile", "nosuch", "--url", "modbus-tcp://127.0.0.1:1"], "unknown device profile 'nosuch'"),
-    (["--profile", "sdm630", "--url", "http://meter"], "scheme must be modbus-tcp:// or modbus-rtu://"),
+    (["--profile", "sdm630", "--url", "http://meter"],
+     "scheme must be one of modbus-tcp://, dlt645-tcp://, modbus-rtu://, dlt645://"),
     (["--profile", "sdm630", "--url", "modbus-rtu:///dev/ttyUSB0?baud=fast"], "baud must be a number"),
     (["--profile", "sdm630", "--url", "modbus-rtu:///dev/ttyUSB0?parity=X"], "parity must be N, E or O"),
     (["--profile", "sdm630", "--url", "modbus-rtu:///dev/ttyUSB0?baudrate=9600"], "unknown option 'baudrate'"),

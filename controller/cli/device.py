@@ -42,8 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", required=True, help="profile name (see `youxu device list`) or a profile YAML")
-    p.add_argument("--url", required=True, help="modbus-tcp://host:port or modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N")
+    p.add_argument("--url", required=True, help="modbus-tcp://host:port, modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N, "
+                   "dlt645:///dev/ttyUSB0?baud=2400&parity=E or dlt645-tcp://host:port")
     p.add_argument("--unit", type=int, help="Modbus unit id (connector for phoenix-charx); default: the profile's")
+    p.add_argument("--address", help="DL/T 645 meters: the 12-digit meter address (printed on the meter)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for an answer")
 
 
@@ -57,24 +59,28 @@ def cmd_list(args: argparse.Namespace) -> int:
         fs = prof.failsafe
         failsafe = None if prof.kind == "meter" else (
             "none" if fs is None else "programmed" if fs.programmable else "checked")
-        rows.append({"name": name, "kind": prof.kind, "transports": list(prof.transports), "vendor": prof.vendor,
-                     "model": prof.model, "default_unit": prof.default_unit, "failsafe": failsafe})
+        rows.append({"name": name, "kind": prof.kind, "protocol": prof.protocol, "transports": list(prof.transports),
+                     "vendor": prof.vendor, "model": prof.model, "default_unit": prof.default_unit,
+                     "failsafe": failsafe})
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         extra = f"  failsafe {r['failsafe']}" if r["failsafe"] else ""
-        print(f"{r['name']:<{width}}  {r['kind']:<5}  {','.join(r['transports']):<22}  unit {r['default_unit']:<3}  "
+        unit = "address   " if r["protocol"] == "dlt645-2007" else f"unit {r['default_unit']:<3}  "
+        print(f"{r['name']:<{width}}  {r['kind']:<5}  {','.join(r['transports']):<22}  {unit}"
               f"{r['vendor']} {r['model']}{extra}")
     return 0
 
 
 # ---- shared ------------------------------------------------------------------------------
 def _open(args: argparse.Namespace, kind: str | None = None) -> tuple[Any, Any, int]:
-    """(profile, bus pool, unit) for the command's device; UserError for bad input."""
+    """(profile, line pool, unit) for the command's device; UserError for bad input."""
+    from youxu.drivers.devices import LinePool
+    from youxu.drivers.dlt645 import check_address
     from youxu.drivers.profiles import load_profile
-    from youxu.drivers.transport import BusPool, parse_device_url
+    from youxu.drivers.transport import parse_device_url
 
     prof = load_profile(args.profile)
     if kind is not None and prof.kind != kind:
@@ -86,19 +92,33 @@ def _open(args: argparse.Namespace, kind: str | None = None) -> tuple[Any, Any, 
     scheme = ep.scheme
     if scheme not in prof.transports:
         raise UserError(f"profile {prof.name} does not support {scheme} (it supports {', '.join(prof.transports)})")
+    if prof.protocol == "dlt645-2007":
+        if args.address is None:
+            raise UserError(f"profile {prof.name} needs --address (the meter's 12-digit address)")
+        try:
+            check_address(args.address)
+        except ValueError as exc:
+            raise UserError(f"--address: {exc}") from None
+        if args.timeout <= 0:
+            raise UserError(f"--timeout must be positive, got {args.timeout}")
+        return prof, LinePool(), 0
+    if getattr(args, "address", None) is not None:
+        raise UserError(f"--address is for DL/T 645 meters; {prof.name} is a Modbus device (use --unit)")
     unit = prof.default_unit if args.unit is None else args.unit
     if not 0 <= unit <= 255:
         raise UserError(f"--unit must be 0..255, got {unit}")
     if args.timeout <= 0:
         raise UserError(f"--timeout must be positive, got {args.timeout}")
     prof.bind(unit)  # connector profiles: checks the connector number
-    return prof, BusPool(), unit
+    return prof, LinePool(), unit
 
 
-def explain(exc: Exception, prof: Any, unit: int, url: str) -> str:
+def explain(exc: Exception, prof: Any, unit: int, url: str, address: str | None = None) -> str:
     """One line saying what a device error most likely means."""
     from youxu.drivers.transport import DeviceBackedOff, DeviceException, DeviceTimeout
 
+    if prof.protocol == "dlt645-2007":
+        return explain_dlt645(exc, prof, address or "", url)
     who = f"{prof.name} unit {unit} at {url}"
     hint_unit = f"check --unit (the profile's default is {prof.default_unit})"
     if isinstance(exc, DeviceTimeout):
@@ -122,6 +142,20 @@ def explain(exc: Exception, prof: Any, unit: int, url: str) -> str:
     return f"{who}: {exc}"
 
 
+def explain_dlt645(exc: Exception, prof: Any, address: str, url: str) -> str:
+    from youxu.drivers.transport import DeviceException, DeviceTimeout
+
+    who = f"meter {address} at {url}"
+    if isinstance(exc, DeviceTimeout):
+        if "connect" in str(exc):
+            return f"cannot connect to {url}: check the serial device or the gateway's address and port ({exc})"
+        return (f"no answer from {who}: check --address (12 digits, as printed on the meter), and on RS-485 "
+                f"the baud rate (2400 by default), parity (E) and wiring ({exc})")
+    if isinstance(exc, DeviceException):
+        return f"{who} refuses the read: {exc} (a meter without these data identifiers: not a {prof.name}?)"
+    return f"{who}: {exc}"
+
+
 def _finite(x: float | None) -> bool:
     return x is None or math.isfinite(x)
 
@@ -132,8 +166,8 @@ def meter_problems(reading: Any) -> list[str]:
     for ph, v in reading.voltage_v.items():
         if v is not None and not 80.0 <= v <= 300.0:
             out.append(f"voltage {ph} {v:.1f} V")
-    for ph, a in reading.current_a.items():
-        if a is not None and not -1.0 <= a <= 10000.0:
+    for ph, a in reading.current_a.items():  # signed on meters that give the direction (DL/T 645)
+        if a is not None and not -10000.0 <= a <= 10000.0:
             out.append(f"current {ph} {a:.1f} A")
     if abs(reading.power_kw) > 5000:
         out.append(f"power {reading.power_kw:.0f} kW")
@@ -160,28 +194,32 @@ def pile_problems(reading: Any, prof: Any) -> list[str]:
 
 
 # ---- read ------------------------------------------------------------------------------
-async def read_device(prof: Any, pool: Any, url: str, unit: int, timeout_s: float) -> dict[str, Any]:
-    """The contract's JSON for one read of a meter or pile (raises UserError on trouble)."""
-    from youxu.drivers.meter import ModbusMeter
+async def read_device(prof: Any, pool: Any, url: str, unit: int, timeout_s: float,
+                      address: str | None = None) -> dict[str, Any]:
+    """The contract's JSON for one read of a meter or pile (raises UserError on trouble). `pool` is a
+    LinePool, or a Modbus BusPool for Modbus devices."""
+    from youxu.drivers.devices import LinePool, open_meter
     from youxu.drivers.pile import ModbusPile
     from youxu.drivers.transport import DeviceError
 
-    bus = pool.get(url, timeout_s)
+    pool = pool if isinstance(pool, LinePool) else LinePool(pool)
+
     try:
         if prof.kind == "meter":
-            meter = ModbusMeter(prof, bus, unit, timeout_s)
+            meter = open_meter(pool, prof, url, unit=unit, address=address, timeout_s=timeout_s)
             m = await meter.read(timeout_s)
             problems = meter_problems(m)
             out = m.as_contract(prof.name)
         else:
-            pile = ModbusPile(prof, bus, unit, timeout_s=timeout_s)
+            pile = ModbusPile(prof, pool.buses.get(url, timeout_s), unit, timeout_s=timeout_s)
             p = await pile.read(timeout_s)
             problems = pile_problems(p, prof)
             out = p.as_contract(prof.name)
     except DeviceError as exc:
-        raise UserError(explain(exc, prof, unit, url)) from None
+        raise UserError(explain(exc, prof, unit, url, address)) from None
     if problems:
-        raise UserError(f"implausible values from {prof.name} unit {unit} at {url}: {'; '.join(problems)} "
+        who = f"address {address}" if address else f"unit {unit}"
+        raise UserError(f"implausible values from {prof.name} {who} at {url}: {'; '.join(problems)} "
                         "(wrong profile, unit or scale?)")
     return out
 
@@ -198,7 +236,7 @@ def _human(out: dict[str, Any]) -> str:
 async def cmd_read(args: argparse.Namespace) -> int:
     prof, pool, unit = _open(args)
     try:
-        out = await read_device(prof, pool, args.url, unit, args.timeout)
+        out = await read_device(prof, pool, args.url, unit, args.timeout, args.address)
     finally:
         pool.close()
     print(json.dumps(out) if args.json else _human(out))
@@ -219,11 +257,13 @@ def check_amps(prof: Any, amps: float) -> None:
 async def set_current(prof: Any, pool: Any, url: str, unit: int, amps: float, timeout_s: float,
                       voltage_v: float = 230.0, n_phases: int = 1) -> dict[str, Any]:
     """Write `amps` and read the applied setpoint back; UserError when it does not stick."""
+    from youxu.drivers.devices import LinePool
     from youxu.drivers.pile import ModbusPile
     from youxu.drivers.transport import DeviceError
 
+    pool = pool if isinstance(pool, LinePool) else LinePool(pool)
     check_amps(prof, amps)
-    pile = ModbusPile(prof, pool.get(url, timeout_s), unit, voltage_v=voltage_v, n_phases=n_phases,
+    pile = ModbusPile(prof, pool.buses.get(url, timeout_s), unit, voltage_v=voltage_v, n_phases=n_phases,
                       timeout_s=timeout_s)
     try:
         written = await pile.write_current_a(amps, timeout_s)

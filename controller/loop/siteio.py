@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from youxu.controller.siteconfig import SiteConfig
-from youxu.drivers.meter import MeterReading, ModbusMeter
+from youxu.drivers.devices import LinePool, open_meter
+from youxu.drivers.meter import Meter, MeterReading
 from youxu.drivers.pile import ModbusPile, PileReading
 from youxu.drivers.profiles import load_profile
 from youxu.drivers.transport import BusPool, DeviceError
@@ -34,8 +35,10 @@ class SiteIO:
         self.cfg = cfg
         self.refresh_s = max(REFRESH_S, REFRESH_TICKS * cfg.control.period_s)
         self.pool = pool or BusPool()
+        self.lines = LinePool(self.pool)
         m = cfg.meter
-        self.meter = ModbusMeter(load_profile(m.profile), self.pool.get(m.url, m.timeout_s), m.unit_id(), m.timeout_s)
+        self.meter: Meter = open_meter(self.lines, load_profile(m.profile), m.url, unit=m.unit_id(), address=m.address,
+                                       timeout_s=m.timeout_s)
         self.piles = [
             ModbusPile(load_profile(p.profile), self.pool.get(p.url, p.timeout_s), p.unit_id(), p.voltage_v, p.n_phases,
                        p.timeout_s)
@@ -46,7 +49,7 @@ class SiteIO:
         self.written_at = np.full(len(self.piles), -np.inf)
         self.write_failures = np.zeros(len(self.piles), dtype=np.int64)
 
-    async def _read(self, dev: ModbusMeter | ModbusPile, timeout_s: float):
+    async def _read(self, dev: Meter | ModbusPile, timeout_s: float):
         return await dev.read(timeout_s)
 
     async def read_all(self, timeout_s: float | None = None) -> Readings:
@@ -97,4 +100,4 @@ class SiteIO:
         return errors
 
     def close(self) -> None:
-        self.pool.close()
+        self.lines.close()

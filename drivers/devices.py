@@ -1,0 +1,48 @@
+"""Opening a configured device on its transport: Modbus (TCP or RTU) or DL/T 645 (serial or TCP)."""
+
+from __future__ import annotations
+
+import logging
+
+from youxu.drivers.dlt645_link import Dlt645Link
+from youxu.drivers.dlt645_meter import Dlt645Meter
+from youxu.drivers.meter import Meter, ModbusMeter
+from youxu.drivers.profiles import Profile
+from youxu.drivers.transport import BusPool, parse_device_url
+
+log = logging.getLogger(__name__)
+
+
+class LinePool:
+    """A site's transports, one per endpoint: Modbus buses and DL/T 645 lines."""
+
+    def __init__(self, buses: BusPool | None = None) -> None:
+        self.buses = buses or BusPool()
+        self._dlt645: dict[str, Dlt645Link] = {}
+
+    def dlt645(self, url: str, timeout_s: float = 0.5) -> Dlt645Link:
+        ep = parse_device_url(url)
+        link = self._dlt645.get(ep.key)
+        if link is None:
+            link = self._dlt645[ep.key] = Dlt645Link(ep, timeout_s=timeout_s)
+        elif link.endpoint != ep:
+            log.warning("%s: %s is already open with other settings; keeping %s", url, ep.key, link.endpoint)
+        return link
+
+    def close(self) -> None:
+        self.buses.close()
+        for link in self._dlt645.values():
+            link.close()
+
+
+def open_meter(pool: LinePool, prof: Profile, url: str, *, unit: int | None = None, address: str | None = None,
+               timeout_s: float = 0.5) -> Meter:
+    """The meter behind `url` through its profile: a Modbus unit, or a DL/T 645 meter by its address."""
+    ep = parse_device_url(url)
+    if ep.protocol != prof.protocol:
+        raise ValueError(f"profile {prof.name} does not speak {ep.scheme} (it supports {', '.join(prof.transports)})")
+    if prof.protocol == "dlt645-2007":
+        if address is None:
+            raise ValueError(f"profile {prof.name} needs the meter's 12-digit address")
+        return Dlt645Meter(prof, pool.dlt645(url, timeout_s), address, timeout_s)
+    return ModbusMeter(prof, pool.buses.get(url, timeout_s), prof.default_unit if unit is None else unit, timeout_s)
