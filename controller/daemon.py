@@ -27,6 +27,7 @@ from youxu.controller.store.storage import Store
 from youxu.controller.tariff import tariff_fn
 from youxu.drivers.clock import Clock, RealClock
 from youxu.drivers.failsafe import FailsafeKeeper
+from youxu.drivers.pile import ModbusPile
 from youxu.scheduler.decision import Controller, SiteLimits
 from youxu.scheduler.rolling import PlanningConfig, RollingPlanner
 
@@ -96,8 +97,10 @@ class Daemon:
                 from youxu.controller.grid.mqtt_link import MqttGridLink
 
                 link = MqttGridLink(cfg, clock, **dispatch_memory(cfg, store), recorder=store)
-        io = SiteIO(cfg)
+        io = SiteIO(cfg, clock=clock)
         loop = FastLoop(cfg, io, make_controller(cfg, link), clock, link, store)
+        if io.central is not None:
+            io.central.on_event = loop.alarm  # refused charge points, rejected profiles: alarms like any other
         d = cls(cfg, clock, link, store, io, loop, watchdog or Watchdog({}))
         loop.listeners.append(d.watchdog.on_tick)
         d.restore()
@@ -146,9 +149,10 @@ class Daemon:
         staggered so that no tick carries them all."""
         if not self.cfg.control.failsafe:
             return
-        keeper = FailsafeKeeper(self.clock)
+        keeper = FailsafeKeeper(self.clock)  # OCPP charge points get theirs from the central system at boot
         await asyncio.gather(*(keeper.program(pile, p.safe_kw, p.id)
-                               for p, pile in zip(self.cfg.piles, self.io.piles, strict=True)))
+                               for p, pile in zip(self.cfg.piles, self.io.piles, strict=True)
+                               if isinstance(pile, ModbusPile)))
         now = self.clock.now()
         n = max(len(keeper.states), 1)
         for i, st in enumerate(keeper.states.values()):
@@ -166,6 +170,7 @@ class Daemon:
             log.warning("%d of %d devices did not answer at start", len(r.errors), len(self.io.piles) + 1)
 
     async def run(self, stop: asyncio.Event, until_s: float | None = None) -> None:
+        await self.io.start()
         await self.link.start()
         try:
             await self.connect_devices()
@@ -176,6 +181,7 @@ class Daemon:
             await self.leave_safe()
             self.save()
             await self.link.stop()
+            await self.io.stop()
 
     def close(self) -> None:
         self.io.close()

@@ -101,6 +101,8 @@ class DeviceSection(_Section):
             check_address(self.address)
             if self.unit is not None:
                 raise ValueError("unit: a DL/T 645 meter is named by its address, not a Modbus unit")
+        elif prof.protocol == "ocpp" and self.unit is not None:
+            raise ValueError("unit: an OCPP pile is named by its url (ocpp://{charge_point_id}/{connector})")
         elif self.address is not None:
             raise ValueError(f"address: only DL/T 645 meters have one; {prof.name} is a Modbus device (use unit)")
         return self
@@ -245,6 +247,42 @@ class MetricsSection(_Section):
     listen: str | None = "127.0.0.1:9108"
 
 
+class OcppSection(_Section):
+    """The OCPP central system for charge points on the site's LAN (contract section 8)."""
+
+    listen: str = "0.0.0.0:8887"
+    versions: list[Literal["1.6", "2.0.1"]] = Field(default_factory=lambda: ["1.6", "2.0.1"], min_length=1)
+    security_profile: Literal[0, 1, 2] = 1  # 0 plain, 1 basic auth, 2 TLS and basic auth
+    password_file: Path | None = None  # charge_point_id:password per line
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    heartbeat_s: int = Field(default=60, ge=1, le=86400)
+    sample_interval_s: int = Field(default=10, ge=1, le=3600)  # MeterValues while charging
+    limit_validity_s: float = Field(default=180.0, gt=0)  # a limit lapses to the failsafe after this
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen must be host:port, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _security(self) -> OcppSection:
+        if self.security_profile in (1, 2) and self.password_file is None:
+            raise ValueError(f"security_profile {self.security_profile} needs password_file "
+                             "(charge_point_id:password per line)")
+        if self.security_profile == 2 and (self.cert_file is None or self.key_file is None):
+            raise ValueError("security_profile 2 (TLS) needs cert_file and key_file")
+        return self
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host or "0.0.0.0", int(port)
+
+
 def default_tariff() -> TariffSection:
     """Beijing residential time-of-use shape: valley 23-07, peak 10-15 and 18-21."""
     return TariffSection(periods=[
@@ -267,6 +305,7 @@ class SiteConfig(_Section):
     tariff: TariffSection = Field(default_factory=default_tariff)
     storage: StorageSection = Field(default_factory=StorageSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    ocpp: OcppSection | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -311,11 +350,24 @@ def duplicate_problems(raw_piles: object) -> list[str]:
     return problems
 
 
+def ocpp_problems(raw: dict) -> list[str]:
+    """OCPP piles need the central system's section."""
+    piles = raw.get("piles")
+    if not isinstance(piles, list) or raw.get("ocpp") is not None:
+        return []
+    uses = [i for i, p in enumerate(piles) if isinstance(p, dict) and str(p.get("url", "")).startswith("ocpp:")]
+    if not uses:
+        return []
+    more = f" and {len(uses) - 1} more piles" if len(uses) > 1 else ""
+    return [f"piles[{uses[0]}].url: an OCPP charge point{more}; add an ocpp: section (listen, security_profile, "
+            "password_file)"]
+
+
 def parse_site_config(raw: object, source: str = "config") -> SiteConfig:
     """Validate; raise UserError listing every problem, one per line."""
     if not isinstance(raw, dict):
         raise UserError(f"{source}: expected a YAML mapping at the top level")
-    problems = duplicate_problems(raw.get("piles"))
+    problems = duplicate_problems(raw.get("piles")) + ocpp_problems(raw)
     cfg = None
     try:
         cfg = SiteConfig.model_validate(raw)

@@ -7,6 +7,9 @@ import logging
 from youxu.drivers.dlt645_link import Dlt645Link
 from youxu.drivers.dlt645_meter import Dlt645Meter
 from youxu.drivers.meter import Meter, ModbusMeter
+from youxu.drivers.ocpp_central import CentralSystem
+from youxu.drivers.ocpp_pile import OcppPile
+from youxu.drivers.pile import ModbusPile, Pile
 from youxu.drivers.profiles import Profile
 from youxu.drivers.transport import BusPool, parse_device_url
 
@@ -33,6 +36,21 @@ class LinePool:
         self.buses.close()
         for link in self._dlt645.values():
             link.close()
+
+
+def open_pile(pool: LinePool, prof: Profile, url: str, *, unit: int | None = None, voltage_v: float = 230.0,
+              n_phases: int = 1, min_a: float = 6.0, max_a: float = 32.0, timeout_s: float = 0.5,
+              central: CentralSystem | None = None) -> Pile:
+    """The pile behind `url` through its profile: a Modbus unit, or an OCPP charge point connector."""
+    ep = parse_device_url(url)
+    if ep.protocol != prof.protocol:
+        raise ValueError(f"profile {prof.name} does not speak {ep.scheme} (it supports {', '.join(prof.transports)})")
+    if prof.protocol == "ocpp":
+        if central is None:
+            raise ValueError(f"{url}: OCPP piles need the site's OCPP central system")
+        return OcppPile(central, ep.charge_point, ep.connector, voltage_v, n_phases, min_a, max_a, timeout_s)
+    return ModbusPile(prof, pool.buses.get(url, timeout_s), prof.default_unit if unit is None else unit, voltage_v,
+                      n_phases, timeout_s)
 
 
 def open_meter(pool: LinePool, prof: Profile, url: str, *, unit: int | None = None, address: str | None = None,

@@ -3,7 +3,8 @@
 Each poll reads what is due: items with `every_s: 0` (power) every time, the others when
 their period has passed (a request takes about 0.2 s at 2400 baud, so voltages and energy are
 not read every second). A profile's data blocks read several items in one request; a meter
-that answers a block with "no such data" is read item by item from then on.
+that answers a block with "no such data" is read item by item from then on, and an item it has
+no identifier for (some meters give no currents, say) stays unknown.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Dlt645Meter:
         self.values: dict[str, float] = {}
         self.read_at: dict[str, float] = {}
         self.unsupported_blocks: set[str] = set()
+        self.unsupported_items: set[str] = set()
 
     @property
     def label(self) -> str:
@@ -73,8 +75,13 @@ class Dlt645Meter:
                     if not exc.code & NO_DATA:
                         raise
                     self.unsupported_blocks.add(block.di)
-            for name in sorted(due - set(fresh)):
-                fresh[name] = await self._read_item(name, timeout_s)
+            for name in sorted(due - set(fresh) - self.unsupported_items):
+                try:
+                    fresh[name] = await self._read_item(name, timeout_s)
+                except DeviceException as exc:
+                    if not exc.code & NO_DATA:
+                        raise
+                    self.unsupported_items.add(name)  # this meter has no such identifier: the value stays unknown
         except FrameError as exc:
             raise DeviceError(f"meter {self.address}: {exc}") from None
         self.values.update(fresh)

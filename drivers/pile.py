@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from youxu.drivers.device import ProfiledDevice
 from youxu.drivers.profiles import Profile, Register
@@ -44,6 +45,19 @@ class SetpointWrite:
     paused: bool
     writes: tuple[tuple[int, tuple[int, ...]], ...]  # (address, words) in the order written
     at_s: float  # epoch seconds
+
+
+class Pile(Protocol):
+    """What the loop needs of a pile, whatever its transport (Modbus registers or OCPP messages)."""
+
+    timeout_s: float
+
+    @property
+    def label(self) -> str: ...
+
+    async def read(self, timeout_s: float | None = None) -> PileReading: ...
+
+    async def write_setpoint_kw(self, kw: float, timeout_s: float | None = None) -> object: ...
 
 
 class ModbusPile(ProfiledDevice):

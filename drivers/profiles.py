@@ -249,7 +249,7 @@ class DataBlock(_Model):
         return self
 
 
-Transport = Literal["modbus-tcp", "modbus-rtu", "dlt645", "dlt645-tcp"]
+Transport = Literal["modbus-tcp", "modbus-rtu", "dlt645", "dlt645-tcp", "ocpp"]
 
 
 class Profile(_Model):
@@ -258,7 +258,7 @@ class Profile(_Model):
     vendor: str = ""
     model: str = ""
     source: str = ""  # where the register map comes from
-    protocol: Literal["modbus", "dlt645-2007"] = "modbus"
+    protocol: Literal["modbus", "dlt645-2007", "ocpp"] = "modbus"
     transports: list[Transport] = Field(default_factory=lambda: ["modbus-tcp"])
     default_unit: int = Field(default=1, ge=0, le=255)
     max_read_gap: int = Field(default=16, ge=0)  # registers a block read may skip over
@@ -279,9 +279,16 @@ class Profile(_Model):
     def _check(self) -> Profile:
         if self.protocol == "dlt645-2007":
             return self._check_dlt645()
+        if self.protocol == "ocpp":
+            if self.kind != "pile" or self.transports != ["ocpp"]:
+                raise ValueError("an OCPP profile is a pile with transports [ocpp]")
+            if self.registers or self.data_items or self.status or self.setpoint or self.failsafe:
+                raise ValueError("an OCPP profile has no registers: the charge point reports and takes limits "
+                                 "through OCPP messages")
+            return self
         if self.data_items or self.data_blocks:
             raise ValueError("data_items and data_blocks are for protocol dlt645-2007; Modbus devices use registers")
-        if any(t.startswith("dlt645") for t in self.transports):
+        if any(not t.startswith("modbus") for t in self.transports):
             raise ValueError("a Modbus profile's transports are modbus-tcp and modbus-rtu")
         if self.kind == "pile":
             if self.status is None or self.setpoint is None:

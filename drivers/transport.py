@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -80,9 +81,13 @@ class Endpoint:
     stopbits: int = 1
     bytesize: int = 8
     spacing_ms: float = 0.0
+    charge_point: str = ""  # ocpp: the charge point id
+    connector: int = 1  # ocpp: the connector (EVSE) number
 
     @property
     def key(self) -> str:
+        if self.scheme == "ocpp":
+            return f"ocpp://{self.charge_point}/{self.connector}"
         family = "dlt645-" if self.scheme.startswith("dlt645") else ""
         return f"{family}tcp://{self.host}:{self.port}" if self.is_tcp else f"{family}rtu://{self.device}"
 
@@ -92,6 +97,8 @@ class Endpoint:
 
     @property
     def protocol(self) -> str:
+        if self.scheme == "ocpp":
+            return "ocpp"
         return "dlt645-2007" if self.scheme.startswith("dlt645") else "modbus"
 
 
@@ -113,7 +120,8 @@ def _check_options(url: str, query: dict[str, str], allowed: tuple[str, ...]) ->
 
 TCP_SCHEMES = {"modbus-tcp": 502, "dlt645-tcp": None}  # scheme -> default port (None: the URL must say)
 SERIAL_SCHEMES = {"modbus-rtu": (9600, "N", 5.0), "dlt645": (2400, "E", 20.0)}  # baud, parity, spacing_ms
-SCHEMES = (*TCP_SCHEMES, *SERIAL_SCHEMES)
+SCHEMES = (*TCP_SCHEMES, *SERIAL_SCHEMES, "ocpp")
+OCPP_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,48}$")
 
 
 def parse_device_url(url: str) -> Endpoint:
@@ -161,7 +169,26 @@ def parse_device_url(url: str) -> Endpoint:
             raise ValueError(f"{url!r}: spacing_ms must not be negative")
         return Endpoint(scheme, device=parts.path, baud=baud, parity=parity, stopbits=stop,
                         bytesize=bits, spacing_ms=spacing)
+    if scheme == "ocpp":
+        return _ocpp_endpoint(url, parts.netloc, parts.path, query)
     raise ValueError(f"{url!r}: scheme must be one of {', '.join(s + '://' for s in SCHEMES)}")
+
+
+def _ocpp_endpoint(url: str, cp_id: str, path: str, query: dict[str, str]) -> Endpoint:
+    """`ocpp://{charge_point_id}` (connector 1) or `ocpp://{charge_point_id}/{connector}`."""
+    if not OCPP_ID.match(cp_id):
+        raise ValueError(f"{url!r}: an OCPP charge point id is 1-48 letters, digits and ._:- (ocpp://CP001/1)")
+    if query:
+        raise ValueError(f"{url!r}: ocpp URLs take no options")
+    connector = 1
+    if path.strip("/"):
+        try:
+            connector = int(path.strip("/"))
+        except ValueError:
+            raise ValueError(f"{url!r}: the connector must be a number (ocpp://{cp_id}/1)") from None
+        if connector < 1:
+            raise ValueError(f"{url!r}: connectors count from 1")
+    return Endpoint("ocpp", charge_point=cp_id, connector=connector)
 
 
 @dataclass

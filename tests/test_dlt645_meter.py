@@ -182,3 +182,21 @@ async def test_the_loop_reads_a_dlt645_meter_beside_modbus_piles(tcp_meter: str)
     finally:
         daemon.close()
         await site.stop()
+
+
+async def test_a_meter_without_some_identifiers_still_gives_its_power() -> None:
+    port = free_port()
+    meter = MeterProcess("--tcp", f"127.0.0.1:{port}", "--address", ADDRESS, "--power-kw", "30,10,9,11")
+    pool = LinePool()
+    try:
+        m = open_meter(pool, load_profile("dlt645-2007"), f"dlt645-tcp://127.0.0.1:{port}", address=ADDRESS,
+                       timeout_s=2.0)
+        r = await m.read()
+        assert r.power_kw == pytest.approx(30.0) and r.voltage_v == {"L1": None, "L2": None, "L3": None}
+        assert r.import_kwh is None
+        asked = pool.dlt645(f"dlt645-tcp://127.0.0.1:{port}").requests
+        await m.read()  # what it lacks is not asked again
+        assert pool.dlt645(f"dlt645-tcp://127.0.0.1:{port}").requests - asked == 1
+    finally:
+        pool.close()
+        meter.stop()

@@ -90,6 +90,9 @@ def _open(args: argparse.Namespace, kind: str | None = None) -> tuple[Any, Any, 
     except ValueError as exc:
         raise UserError(f"--url: {exc}") from None
     scheme = ep.scheme
+    if prof.protocol == "ocpp":
+        raise UserError("OCPP charge points connect to youxu's central system (`youxu run` with an ocpp: section); "
+                        "they are not read or set one by one")
     if scheme not in prof.transports:
         raise UserError(f"profile {prof.name} does not support {scheme} (it supports {', '.join(prof.transports)})")
     if prof.protocol == "dlt645-2007":

@@ -42,7 +42,8 @@ def config_summary(cfg) -> str:
         f"site {cfg.site.id} ({cfg.site.timezone}): OK",
         f"  transformer {t.rated_kva:g} kVA, import limit {t.import_limit_kw:g} kW (margin {t.margin_kw:g} kW)"
         + (f", phase limits {dict(t.phase_limit_kw)}" if t.phase_limit_kw else ""),
-        f"  meter {cfg.meter.profile} at {cfg.meter.url} unit {cfg.meter.unit}",
+        f"  meter {cfg.meter.profile} at {cfg.meter.url} "
+        + (f"address {cfg.meter.address}" if cfg.meter.address else f"unit {cfg.meter.unit}"),
         f"  {len(cfg.piles)} piles, {rated:.1f} kW rated in all, {v2g} V2G; by phase: "
         + ", ".join(f"{k} {v}" for k, v in sorted(phases.items())),
         f"  control: period {cfg.control.period_s:g} s, budget {cfg.control.budget_ms:g} ms, strategy "
