@@ -25,7 +25,6 @@ import hmac
 import logging
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -34,37 +33,12 @@ from websockets.http11 import Request, Response
 
 from youxu.drivers.clock import Clock
 from youxu.drivers.ocpp_sessions import SESSIONS, Session
-from youxu.drivers.ocpp_state import ChargePointState
+from youxu.drivers.ocpp_state import CentralSettings, ChargePointSpec, ChargePointState
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOLS = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
 EventFn = Callable[..., None]
-
-
-@dataclass(frozen=True)
-class ChargePointSpec:
-    """What the site config says of one charge point (its piles share it)."""
-
-    id: str
-    safe_a: float
-    voltage_v: float = 230.0
-    n_phases: int = 1
-
-
-@dataclass(frozen=True)
-class CentralSettings:
-    host: str = "0.0.0.0"
-    port: int = 8887
-    versions: tuple[str, ...] = ("1.6", "2.0.1")
-    security_profile: int = 1
-    passwords: dict[str, str] | None = None  # charge point id -> password (profiles 1 and 2)
-    cert_file: str | None = None
-    key_file: str | None = None
-    heartbeat_s: int = 60
-    sample_interval_s: int = 10  # MeterValues while charging
-    limit_validity_s: float = 180.0  # how long a controlling profile stays valid without renewal
-    response_timeout_s: float = 10.0
 
 
 def parse_passwords(text: str, source: str) -> dict[str, str]:

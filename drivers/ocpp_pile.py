@@ -35,6 +35,7 @@ class SentLimit:
     amps: float
     valid_to_s: float
     sent_at_s: float
+    boots: int  # the charge point's boot count when it took the limit
 
 
 class OcppPile:
@@ -79,7 +80,7 @@ class OcppPile:
             raise DeviceError(f"charge point {self.cp_id} rejects charging profiles")
         c = st.connector(self.connector)
         now = self.central.clock.now()
-        limit_a = None if self.sent is None or self.sent.valid_to_s < now else self.sent.amps
+        limit_a = self.sent.amps if self.in_force(now) and self.sent is not None else None
         power = c.power_kw
         stale = now - c.power_at_s > 3 * self.central.settings.sample_interval_s
         if c.status == "charging" and (power is None or stale):
@@ -96,11 +97,21 @@ class OcppPile:
         amps = math.floor(self.kw_to_a(kw) * 10) / 10
         return min(max(amps, self.min_a), self.max_a)
 
+    def in_force(self, now_s: float) -> bool:
+        """The last limit sent still holds: not expired, and the charge point has not booted since."""
+        s = self.sent
+        return s is not None and s.valid_to_s > now_s and s.boots == self.central.states[self.cp_id].boots
+
     async def write_setpoint_kw(self, kw: float, timeout_s: float | None = None) -> None:
+        """Queue the limit for the charge point; raises DeviceError while it is not connected (the loop
+        then writes it again on the next tick, as for a Modbus pile that did not answer)."""
+        st = self.central.states[self.cp_id]
+        if not st.connected or self.central.session(self.cp_id) is None:
+            raise DeviceError(f"charge point {self.cp_id} is not connected")
         amps = self.quantise(kw)
         now = self.central.clock.now()
         s = self.sent
-        if s is not None and abs(s.amps - amps) < STEP_A and (amps == 0) == (s.amps == 0) \
+        if s is not None and self.in_force(now) and abs(s.amps - amps) < STEP_A and (amps == 0) == (s.amps == 0) \
                 and now - s.sent_at_s < self.validity_s * RENEW_AT:
             return
         self._want = amps
@@ -115,6 +126,7 @@ class OcppPile:
                 return
             now = self.central.clock.now()
             valid_to = now + self.validity_s
+            boots = self.central.states[self.cp_id].boots
             try:
                 status = await session.set_limit(self.connector, amps, valid_to)
             except (TimeoutError, OSError, ConnectionError) as exc:
@@ -124,7 +136,7 @@ class OcppPile:
                 log.warning("%s: limit %.1f A not sent (%s)", self.label, amps, exc or type(exc).__name__)
                 return
             if status == "Accepted":
-                self.sent = SentLimit(amps, valid_to, now)
+                self.sent = SentLimit(amps, valid_to, now, boots)
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """Wait (bounded) until the newest limit has been sent."""

@@ -8,10 +8,12 @@ controlling limit when a pile asks (`set_limit`).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as ChargePoint16
@@ -23,12 +25,19 @@ from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 
-from youxu.drivers.ocpp_state import STATUS_16, STATUS_201, ChargePointState, ConnectorState, apply_sampled_values
+from youxu.drivers.clock import Clock
+from youxu.drivers.ocpp_state import (
+    STATUS_16,
+    STATUS_201,
+    CentralSettings,
+    ChargePointSpec,
+    ChargePointState,
+    ConnectorState,
+    apply_sampled_values,
+)
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
-
-    from youxu.drivers.ocpp_central import CentralSystem, ChargePointSpec
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,16 @@ def rfc3339_to_s(text: str | None) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+class CentralSystem(Protocol):
+    """What a session needs of the central system it belongs to (`ocpp_central.CentralSystem`)."""
+
+    settings: CentralSettings
+    clock: Clock
+    on_event: Callable[..., None]
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
 
 
 class Session:
@@ -120,6 +139,7 @@ class Session16(Session, ChargePoint16):
     def on_boot(self, charge_point_vendor: str, charge_point_model: str, **_: Any) -> result16.BootNotification:
         self.seen()
         self.state.vendor, self.state.model, self.state.booted = charge_point_vendor, charge_point_model, True
+        self.state.boots += 1
         self.central.spawn(self.after_boot())
         return result16.BootNotification(current_time=rfc3339(self.central.clock.now()),
                                          interval=self.central.settings.heartbeat_s, status="Accepted")
@@ -234,6 +254,7 @@ class Session201(Session, ChargePoint201):
         self.state.vendor = str(charging_station.get("vendor_name", ""))
         self.state.model = str(charging_station.get("model", ""))
         self.state.booted = True
+        self.state.boots += 1
         self.central.spawn(self.after_boot())
         return result201.BootNotification(current_time=rfc3339(self.central.clock.now()),
                                           interval=self.central.settings.heartbeat_s, status="Accepted")

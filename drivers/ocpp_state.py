@@ -50,11 +50,25 @@ class ChargePointState:
     model: str = ""
     connected: bool = False
     booted: bool = False
+    boots: int = 0  # BootNotifications seen: a charge point that booted again may have lost its profiles
     last_seen_s: float = -math.inf
     rate_unit: str = "A"  # the unit its charging schedules take: "A" or "W"
     profiles_rejected: bool = False
     failsafe_set: bool = False
     connectors: dict[int, ConnectorState] = field(default_factory=dict)
+
+    def report(self, now_s: float) -> dict:
+        """For commissioning (`youxu ocpp status`): plain JSON, copied so another thread may read it."""
+        return {
+            "id": self.id, "connected": self.connected, "version": self.version or None,
+            "vendor": self.vendor or None, "model": self.model or None,
+            "last_message_s_ago": None if self.last_seen_s == -math.inf else round(now_s - self.last_seen_s, 1),
+            "rate_unit": self.rate_unit, "failsafe_set": self.failsafe_set,
+            "profiles_rejected": self.profiles_rejected,
+            "connectors": {str(n): {"status": c.status, "power_kw": c.power_kw, "transaction": c.transaction_id,
+                                    "energy_kwh": c.session_energy_kwh}
+                           for n, c in list(self.connectors.items())},
+        }
 
     def connector(self, n: int) -> ConnectorState:
         c = self.connectors.get(n)
@@ -95,3 +109,28 @@ def apply_sampled_values(c: ConnectorState, samples: list[dict], now_s: float) -
         c.power_kw, c.power_at_s = power, now_s
     if currents:
         c.current_a = max(currents)
+
+
+@dataclass(frozen=True)
+class ChargePointSpec:
+    """What the site config says of one charge point (its piles share it)."""
+
+    id: str
+    safe_a: float
+    voltage_v: float = 230.0
+    n_phases: int = 1
+
+
+@dataclass(frozen=True)
+class CentralSettings:
+    host: str = "0.0.0.0"
+    port: int = 8887
+    versions: tuple[str, ...] = ("1.6", "2.0.1")
+    security_profile: int = 1
+    passwords: dict[str, str] | None = None  # charge point id -> password (profiles 1 and 2)
+    cert_file: str | None = None
+    key_file: str | None = None
+    heartbeat_s: int = 60
+    sample_interval_s: int = 10  # MeterValues while charging
+    limit_validity_s: float = 180.0  # how long a controlling profile stays valid without renewal
+    response_timeout_s: float = 10.0

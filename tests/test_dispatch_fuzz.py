@@ -98,11 +98,12 @@ def random_mutant(rng: random.Random) -> bytes | str:
         if r < 0.3:
             cmd.pop(k, None)
         elif r < 0.8:
-            cmd[k] = rng.choice(POOL)
+            cmd[k] = copy.deepcopy(rng.choice(POOL))  # a copy: a mutant must never change the pool
         elif isinstance(cmd.get("periods"), list) and cmd["periods"]:
             p = rng.choice(cmd["periods"])
             if isinstance(p, dict):
-                p[rng.choice(["offset_s", "import_max_kw", "export_max_kw", "setpoint_kw", "x"])] = rng.choice(POOL)
+                p[rng.choice(["offset_s", "import_max_kw", "export_max_kw", "setpoint_kw", "x"])] = copy.deepcopy(
+                    rng.choice(POOL))
             cmd["periods"] = cmd["periods"] * rng.randint(1, 3)
     text = json.dumps(cmd)
     if rng.random() < 0.3:

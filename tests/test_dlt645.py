@@ -81,3 +81,22 @@ def test_not_bcd_is_an_error() -> None:
 def test_bad_addresses(address: str) -> None:
     with pytest.raises(ValueError, match="12 decimal digits"):
         dlt645.address_bytes(address)
+
+
+# ---- against another implementation: the `dlt645` package's stateless codec ----------------------
+reference = pytest.importorskip("dlt645.protocol.protocol", reason="the dlt645 package is in the dev extra")
+hyp = pytest.importorskip("hypothesis")
+st = pytest.importorskip("hypothesis.strategies")
+
+
+@hyp.settings(max_examples=200, deadline=None)
+@hyp.given(address=st.from_regex(r"\A[0-9]{12}\Z"), control=st.sampled_from([0x11, 0x91, 0xB1, 0xD1]),
+           data=st.binary(max_size=40))
+def test_frames_agree_with_the_dlt645_package(address: str, control: int, data: bytes) -> None:
+    codec = reference.DLT645Protocol
+    theirs = bytes(codec.build_frame(dlt645.address_bytes(address), control, data, preamble_count=4))
+    assert theirs == dlt645.PREAMBLE + dlt645.encode(address, control, data)
+    frame = dlt645.decode(theirs)
+    assert (frame.address, frame.control, frame.data) == (address, control, data)
+    back = codec.deserialize(dlt645.PREAMBLE + dlt645.encode(address, control, data))
+    assert bytes(back.addr) == dlt645.address_bytes(address) and bytes(back.data) == data

@@ -283,3 +283,140 @@ def test_check_config_names_what_an_ocpp_site_lacks(tmp_path: Path) -> None:
     rows = {row["name"]: row for row in json.loads(r.stdout)}
     assert rows["ocpp"]["kind"] == "pile" and rows["ocpp"]["transports"] == ["ocpp"]
     assert rows["dlt645-2007"]["transports"] == ["dlt645", "dlt645-tcp"]
+
+
+async def test_a_charge_point_that_takes_watts_gets_its_limit_in_watts(central, charge_points) -> None:
+    c = await central(limit_validity_s=60.0)
+    cp = charge_points(c, "CP1", "--rate-unit", "W", "--version", "2.0.1")
+    pile = OcppPile(c, "CP1", 1)
+    await until(lambda: c.states["CP1"].failsafe_set)
+    assert c.states["CP1"].rate_unit == "W"
+    await pile.write_setpoint_kw(2.3)
+    await until(lambda: cp.state().get("limit_kw") == pytest.approx(2.3), message="no limit in W")
+    control = [p for p in cp.state()["profiles"].values() if p["stack"] == 1]
+    assert control and control[0]["unit"] == "W" and control[0]["limit"] == pytest.approx(2300.0)
+
+
+async def test_a_charge_point_that_vanishes_mid_transaction_and_comes_back(central, charge_points) -> None:
+    c = await central(limit_validity_s=60.0)
+    first = charge_points(c, "CP1")
+    pile = OcppPile(c, "CP1", 1)
+    await until(lambda: c.states["CP1"].connector(1).status == "charging")
+    first.proc.kill()  # power cut: no StopTransaction, the TCP connection just ends
+    await until(lambda: not c.states["CP1"].connected, message="the lost connection was not noticed")
+    with pytest.raises(DeviceError, match="not connected"):
+        await pile.read()
+    charge_points(c, "CP1")
+    await until(lambda: c.states["CP1"].connected and c.states["CP1"].connector(1).status == "charging")
+    assert (await pile.read()).status == "charging"
+    assert [k for k, _, _ in c.events].count("ocpp_disconnected") == 1
+
+
+async def test_ocpp_status_lists_the_charge_points_of_a_running_daemon(tmp_path: Path) -> None:
+    import yaml
+
+    from youxu.controller.ops.httpserver import MetricsServer
+    from youxu.controller.ops.metrics import LoopMetrics
+
+    port, ocpp_port, metrics_port = free_port(), free_port(), free_port()
+    meter = MeterProcess("--tcp", f"127.0.0.1:{port}", "--address", ADDRESS, "--power-kw", "30,10,10,10")
+    raw = {
+        "site": {"id": "ocpp-status", "timezone": "Asia/Shanghai"},
+        "transformer": {"rated_kva": 100, "import_limit_kw": 60.0},
+        "meter": {"profile": "dlt645-2007", "url": f"dlt645-tcp://127.0.0.1:{port}", "address": ADDRESS},
+        "piles": [{"id": "P1", "profile": "ocpp", "url": "ocpp://CP1"},
+                  {"id": "P2", "profile": "ocpp", "url": "ocpp://CP2"}],
+        "ocpp": {"listen": f"127.0.0.1:{ocpp_port}", "security_profile": 0},
+        "control": {"period_s": 1.0, "budget_ms": 3000.0, "strategy": "fairshare"},
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+    }
+    cfg_file = tmp_path / "site.yaml"
+    cfg_file.write_text(yaml.safe_dump(raw))
+    daemon = Daemon.build(parse_site_config(raw), clock=RealClock(), link=NoGridLink(), with_store=False)
+    server = MetricsServer(raw["metrics"]["listen"], daemon.loop, LoopMetrics(daemon.loop)).start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    cp = ChargePoint(f"ws://127.0.0.1:{ocpp_port}", "CP1", tmp_path / "cp1.json")
+    try:
+        await until(lambda: daemon.io.central is not None and daemon.io.central.states["CP1"].failsafe_set)
+        r = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "youxu.controller.cli", "ocpp", "status",
+                                                     "--config", str(cfg_file), "--json"],
+                                    capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        rows = {row["id"]: row for row in json.loads(r.stdout)}
+        assert rows["CP1"]["connected"] and rows["CP1"]["failsafe_set"] and rows["CP1"]["rate_unit"] == "A"
+        assert rows["CP1"]["version"] == "1.6" and rows["CP1"]["last_message_s_ago"] is not None
+        assert not rows["CP2"]["connected"] and rows["CP2"]["last_message_s_ago"] is None
+        r = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "youxu.controller.cli", "ocpp", "status",
+                                                     "--config", str(cfg_file)], capture_output=True, text=True,
+                                    timeout=60)
+        assert r.returncode == 0 and "CP1" in r.stdout and "failsafe set" in r.stdout
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20.0)
+        server.stop()
+        cp.stop()
+        meter.stop()
+        daemon.close()
+    r = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "youxu.controller.cli", "ocpp", "status",
+                                                 "--config", str(cfg_file)], capture_output=True, text=True,
+                                timeout=60)
+    assert r.returncode == 2 and "no answer from the daemon" in r.stderr
+
+
+async def test_a_dispatch_limit_brings_a_mixed_modbus_and_ocpp_site_under_it(
+        tmp_path: Path, modbus_servers, mqtt_broker, grid) -> None:
+    from tests.dispatch_builders import command
+    from tests.fixtures_modbus import FailsafePileModel, FastClock
+    from youxu.controller.grid.mqtt_link import MqttGridLink
+    from youxu.controller.store.dispatch_store import MemoryDispatchStore
+
+    port, ocpp_port = free_port(), free_port()
+    meter = MeterProcess("--tcp", f"127.0.0.1:{port}", "--address", ADDRESS, "--power-kw", "20,7,7,6")
+    model = FailsafePileModel(FastClock(speed=1.0, start_s=time.time()))
+    modbus_url = modbus_servers.tcp([model.device(1)])
+    site_id = f"mixed{free_port()}"
+    raw = {
+        "site": {"id": site_id, "timezone": "Asia/Shanghai"},
+        "transformer": {"rated_kva": 100, "import_limit_kw": 90.0},
+        "meter": {"profile": "dlt645-2007", "url": f"dlt645-tcp://127.0.0.1:{port}", "address": ADDRESS,
+                  "timeout_s": 2.0},
+        "piles": [{"id": "M1", "profile": "youxu-sim-pile", "url": modbus_url, "phase": "L1", "timeout_s": 1.0},
+                  *({"id": f"O{i}", "profile": "ocpp", "url": f"ocpp://CP{i}", "phase": "L2"} for i in (1, 2))],
+        "ocpp": {"listen": f"127.0.0.1:{ocpp_port}", "security_profile": 0, "sample_interval_s": 1},
+        "mqtt": {"url": mqtt_broker.url, "reconnect_max_s": 1},
+        "control": {"period_s": 1.0, "budget_ms": 3000.0, "strategy": "fairshare", "failsafe": False},
+        "metrics": {"listen": None},
+    }
+    cfg = parse_site_config(raw)
+    clock = RealClock()
+    link = MqttGridLink(cfg, clock, MemoryDispatchStore())
+    daemon = Daemon.build(cfg, clock=clock, link=link, with_store=False)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    cps = [ChargePoint(f"ws://127.0.0.1:{ocpp_port}", f"CP{i}", tmp_path / f"cp{i}.json", "--car-kw", "7.0")
+           for i in (1, 2)]
+
+    def ev_kw() -> float:
+        snap = daemon.loop.last_snapshot
+        return -1.0 if snap is None or not snap.pile_online.all() else float(snap.pile_kw.sum())
+
+    try:
+        await until(lambda: ev_kw() > 15.0, timeout_s=30.0, message="the three cars never charged together")
+        cmd = command(clock.now(), import_max_kw=8.0, scope="ev", minutes=10)
+        grid.publish(f"youxu/v1/{site_id}/dispatch", cmd)
+        await grid.until_ack(cmd["command_id"], "received", 10.0)
+        # every pile measures its own draw: the Modbus pile its register, the charge points their meter values
+        await until(lambda: 0 <= ev_kw() <= 8.0 + 0.3, timeout_s=20.0,
+                    message="the site did not come under the dispatch limit")
+        await asyncio.sleep(2.5)  # and it stays there
+        assert 0 <= ev_kw() <= 8.0 + 0.3
+        assert model.applied_kw() + sum(cp.state()["draw_kw"] for cp in cps) <= 8.0 + 0.3
+        await grid.until_ack(cmd["command_id"], "applied", 20.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20.0)
+        for cp in cps:
+            cp.stop()
+        meter.stop()
+        daemon.close()

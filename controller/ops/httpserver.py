@@ -59,6 +59,11 @@ class MetricsServer:
                 elif path == "/healthz":
                     code, body = health(outer.loop, metrics.stall_s)
                     data, ctype = (json.dumps(body) + "\n").encode(), "application/json"
+                elif path == "/ocpp" and outer.loop.io.central is not None:
+                    central = outer.loop.io.central
+                    now = central.clock.now()
+                    body = {"charge_points": [st.report(now) for st in list(central.states.values())]}
+                    data, ctype, code = (json.dumps(body) + "\n").encode(), "application/json", 200
                 else:
                     data, ctype, code = b"not found\n", "text/plain", 404
                 self.send_response(code)
@@ -81,7 +86,8 @@ class MetricsServer:
 
     def start(self) -> MetricsServer:
         self._thread.start()
-        log.info("metrics and health on http://%s:%d/metrics, /healthz", self.httpd.server_address[0], self.port)
+        log.info("metrics and health on http://%s:%d/metrics, /healthz (and /ocpp)", self.httpd.server_address[0],
+                 self.port)
         return self
 
     def stop(self) -> None:
