@@ -7,10 +7,11 @@ from typing import ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from youxu.config.errors import UserError, validation_problems
+from youxu.config.errors import UserError, format_problems, validation_problems
+from youxu.config.userfiles import load_yaml
+from youxu.drivers.mqtt_topics import SITE_ID_PATTERN
 from youxu.drivers.transport import parse_device_url
 from youxu.scheduler.model import Piles, phase_matrix
 
@@ -20,7 +21,7 @@ class _Section(BaseModel):
 
 
 class SiteSection(_Section):
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    id: str = Field(min_length=1, pattern=SITE_ID_PATTERN)
     name: str = ""
     timezone: str = "Asia/Shanghai"
 
@@ -302,16 +303,10 @@ def parse_site_config(raw: object, source: str = "config") -> SiteConfig:
     except ValidationError as exc:
         problems = validation_problems(exc) + problems
     if problems or cfg is None:
-        raise UserError(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+        raise UserError(format_problems(source, problems))
     return cfg
 
 
 def load_site_config(path: str | Path) -> SiteConfig:
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p}: not valid YAML ({exc})") from None
-    return parse_site_config(raw, str(p))
+    return parse_site_config(load_yaml(p), str(p))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,149 @@ def test_every_command_has_help():
                  ["bench", "solve", "--help"], ["bench", "loop", "--help"]):
         r = youxu(*args)
         assert r.returncode == 0 and "usage:" in r.stdout, args
+
+
+# ---- site configs for the checks below --------------------------------------------------------
+def runnable_site(tmp_path: Path) -> dict:
+    """The example site with a plain broker and a key file that is there: `youxu run` could start it."""
+    cfg = yaml.safe_load((ROOT / "config" / "site.example.yaml").read_text())
+    key = tmp_path / "dispatch.key"
+    key.write_text("0123456789abcdef0123456789abcdef\n")
+    cfg["mqtt"] = {"url": "mqtt://127.0.0.1:1883", "hmac_key_file": str(key)}
+    cfg["storage"] = {"state_dir": str(tmp_path / "state")}
+    return cfg
+
+
+def write_site(tmp_path: Path, cfg: dict, name: str = "site.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr[-2000:]
+    return lines[0]
+
+
+# ---- bad files and bad output places: one line, never a traceback ---------------------------
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A real read-only filesystem (a tmpfs mounted ro), unmounted at teardown."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path, read_only_dir: Path) -> dict[str, str]:
+    from tests.scenarios import small_site
+
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(bytes(range(256)) * 8)
+    a_dir = tmp_path / "a-dir"
+    a_dir.mkdir()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    scenario = tmp_path / "sc.json"
+    scenario.write_text(small_site(n_piles=2, hours=1).to_json())
+    return {"binary": str(binary), "dir": str(a_dir), "file": str(a_file), "scenario": str(scenario),
+            "ro": str(read_only_dir)}
+
+
+MQTT = ["--mqtt", "mqtt://127.0.0.1:1"]
+SIM_RUN = ["sim", "run", "--scenario", "{scenario}", "--strategy", "llf"]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["check-config", "{binary}"], ["{binary}", "binary"]),
+    (["check-config", "{dir}"], ["{dir}", "directory"]),
+    (["run", "--config", "{binary}"], ["{binary}", "binary"]),
+    (["run", "--config", "{dir}"], ["{dir}", "directory"]),
+    (["sim", "run", "--scenario", "{binary}", "--strategy", "llf", "--out", "{dir}/out"], ["{binary}", "binary"]),
+    (["sim", "run", "--scenario", "{dir}", "--strategy", "llf", "--out", "{dir}/out"], ["{dir}", "directory"]),
+    (["sim", "serve", "--scenario", "{dir}"], ["{dir}", "directory"]),
+    (["dispatch", "send", *MQTT, "--site", "s1", "--file", "{binary}"], ["--file {binary}", "binary"]),
+    (["dispatch", "send", *MQTT, "--site", "s1", "--file", "{dir}"], ["--file {dir}", "directory"]),
+    (["demo", "--out", "{file}"], ["--out", "{file}", "not a directory"]),
+    ([*SIM_RUN, "--out", "{file}"], ["--out", "{file}", "not a directory"]),
+    ([*SIM_RUN, "--out", "{file}/sub"], ["--out", "{file}", "not a directory"]),
+    (["sim", "generate", "--out", "{dir}"], ["--out", "{dir}", "is a directory"]),
+    (["sim", "generate", "--out", "{file}/sc.json"], ["--out", "{file}", "not a directory"]),
+    (["demo", "--out", "{ro}/demo"], ["--out", "{ro}/demo", "Read-only file system"]),
+    (["sim", "generate", "--out", "{ro}/sc.json"], ["--out", "{ro}/sc.json", "Read-only file system"]),
+    ([*SIM_RUN, "--out", "{ro}/out"], ["--out", "{ro}/out", "Read-only file system"]),
+    ([*SIM_RUN, "--out", "/proc/youxu-out"], ["--out", "/proc/youxu-out", "cannot write"]),
+    (["sim", "serve", "--scenario", "{scenario}", "--write-config", "{dir}"], ["--write-config", "is a directory"]),
+    (["dispatch", "send", *MQTT, "--site", "a/#", "--limit-kw", "50", "--minutes", "5"], ["--site", "'a/#'"]),
+    (["sim", "serve", "--scenario", "{scenario}", "--site-id", "a+b"], ["--site-id", "'a+b'"]),
+], ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0] in ("check-config", "run", "sim", "dispatch",
+                                                                        "demo") else None)
+def test_bad_files_and_output_places_are_one_line(bad_files: dict[str, str], args: list[str], needles: list[str]):
+    r = youxu(*[a.format(**bad_files) for a in args])
+    line = one_line_error(r)
+    for n in needles:
+        assert n.format(**bad_files) in line, (n, line)
+
+
+def test_output_checks_leave_nothing_behind(tmp_path: Path):
+    """Checking where an output may go writes nothing there (the command itself does)."""
+    target = tmp_path / "new" / "deeper" / "sc.json"
+    r = youxu("sim", "generate", "--preset", "nope", "--out", str(target))
+    assert r.returncode == 2 and "--preset" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def billion_laughs(levels: int) -> str:
+    """A YAML document of a few hundred bytes whose aliases expand to 9**levels strings."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    lines.append(f"site: *a{levels - 1}")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path: Path):
+    bomb = tmp_path / "laughs.yaml"
+    bomb.write_text(billion_laughs(6))  # 531,441 strings once expanded
+    assert bomb.stat().st_size < 400
+    line = one_line_error(youxu("check-config", str(bomb)))
+    assert line.startswith(f"{bomb}: ") and "alias" in line
+    assert len(line) < 300
+
+
+def test_an_error_echoes_a_clipped_value(tmp_path: Path):
+    cfg = runnable_site(tmp_path)
+    cfg["site"]["timezone"] = "Asia/" + "x" * 100_000
+    cfg["meter"] = ["lol"] * 100_000
+    r = youxu("check-config", str(write_site(tmp_path, cfg)))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "site.timezone" in r.stderr and "meter" in r.stderr
+    assert len(r.stderr) < 2000, len(r.stderr)
+
+
+def test_a_recursive_alias_is_one_line(tmp_path: Path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("site: &a [*a]\n")
+    line = one_line_error(youxu("check-config", str(path)))
+    assert str(path) in line and "alias" in line
+
+
+def test_a_scenario_with_a_huge_bad_value_is_one_short_line(tmp_path: Path):
+    from tests.scenarios import small_site
+
+    raw = small_site(n_piles=2, hours=1).model_dump(mode="json")
+    raw["name"] = ["x" * 1000] * 10_000
+    path = tmp_path / "sc.json"
+    path.write_text(json.dumps(raw))
+    line = one_line_error(youxu("sim", "run", "--scenario", str(path), "--strategy", "llf",
+                                "--out", str(tmp_path / "out")))
+    assert str(path) in line and "name" in line and len(line) < 1000, len(line)
