@@ -20,7 +20,8 @@ def youxu(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def test_check_config_accepts_the_example():
-    r = youxu("check-config", str(ROOT / "config" / "site.example.yaml"))
+    # written for a site machine: its key and TLS files are in /etc/youxu there, not here
+    r = youxu("check-config", "--skip-files", str(ROOT / "config" / "site.example.yaml"))
     assert r.returncode == 0, r.stderr
     assert "60 piles" in r.stdout and "630 kVA" in r.stdout
 
@@ -98,7 +99,7 @@ def test_every_command_has_help():
         assert r.returncode == 0 and "usage:" in r.stdout, args
 
 
-# ---- site configs for the checks below --------------------------------------------------------
+# ---- check-config refuses what the daemon cannot run ----------------------------------------
 def runnable_site(tmp_path: Path) -> dict:
     """The example site with a plain broker and a key file that is there: `youxu run` could start it."""
     cfg = yaml.safe_load((ROOT / "config" / "site.example.yaml").read_text())
@@ -121,6 +122,74 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr[-2000:]
     return lines[0]
+
+
+def test_check_config_passes_a_runnable_site(tmp_path: Path):
+    r = youxu("check-config", str(write_site(tmp_path, runnable_site(tmp_path))))
+    assert r.returncode == 0, r.stderr
+    assert "warning: transformer.phase_limit" not in r.stdout
+
+
+def _horizon(c: dict) -> None:
+    c["control"].update(horizon_s=60, step_s=900)
+
+
+def _missing_key(c: dict) -> None:
+    c["mqtt"]["hmac_key_file"] = "/nonexistent/youxu/dispatch.key"
+
+
+def _missing_tls(c: dict) -> None:
+    c["mqtt"].update(url="mqtts://127.0.0.1:8883", ca_file="/nonexistent/youxu/ca.pem")
+
+
+def _missing_password(c: dict) -> None:
+    c["mqtt"].update(username="site", password_file="/nonexistent/youxu/mqtt.password")
+
+
+def _mysql(c: dict) -> None:
+    c["storage"]["url"] = "mysql://youxu@127.0.0.1/youxu"
+
+
+def _tariff(c: dict) -> None:
+    c["tariff"]["periods"][0]["start"] = "25:00"
+
+
+@pytest.mark.parametrize("edit,needles", [
+    (_horizon, ["control.step_s", "horizon_s 60", "900"]),
+    (_missing_key, ["mqtt.hmac_key_file", "/nonexistent/youxu/dispatch.key", "No such file"]),
+    (_missing_tls, ["mqtt TLS files", "/nonexistent/youxu/ca.pem"]),
+    (_missing_password, ["mqtt.password_file", "/nonexistent/youxu/mqtt.password", "No such file"]),
+    (_mysql, ["storage.url", "mysql://", "sqlite:///", "postgresql://"]),
+    (_tariff, ["tariff.periods[0].start", "'25:00'", "time of day"]),
+], ids=["horizon-shorter-than-step", "missing-hmac-key", "missing-tls-ca", "missing-password", "mysql-url",
+        "tariff-25h"])
+def test_check_config_refuses_what_the_daemon_cannot_run(tmp_path: Path, edit, needles: list[str]):
+    cfg = runnable_site(tmp_path)
+    edit(cfg)
+    path = write_site(tmp_path, cfg)
+    line = one_line_error(youxu("check-config", str(path)))
+    assert line.startswith(f"{path}: "), line
+    for n in needles:
+        assert n in line, (n, line)
+    # and `youxu run` refuses the same config with the same line, before it starts anything
+    run_line = one_line_error(youxu("run", "--config", str(path)))
+    assert run_line == f"youxu: error: {line}"
+
+
+def test_check_config_skip_files_for_a_config_of_another_machine(tmp_path: Path):
+    cfg = runnable_site(tmp_path)
+    _missing_key(cfg)
+    assert youxu("check-config", "--skip-files", str(write_site(tmp_path, cfg))).returncode == 0
+
+
+def test_check_config_warns_of_phase_limits_above_the_transformer(tmp_path: Path):
+    cfg = runnable_site(tmp_path)
+    cfg["transformer"].update(rated_kva=400, import_limit_kw=360, margin_kw=10,
+                              phase_limit_kw={"L1": 500, "L2": 120, "L3": 120})
+    r = youxu("check-config", str(write_site(tmp_path, cfg)))
+    assert r.returncode == 0, r.stderr
+    warnings = [ln for ln in r.stdout.splitlines() if "warning: transformer.phase_limit_kw" in ln]
+    assert len(warnings) == 1 and "L1: 500 kW" in warnings[0] and "360 kW" in warnings[0], r.stdout
 
 
 # ---- bad files and bad output places: one line, never a traceback ---------------------------
