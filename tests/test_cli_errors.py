@@ -54,17 +54,17 @@ def test_check_config_lists_every_mistake(tmp_path: Path):
 @pytest.mark.parametrize("args,needle", [
     (["check-config", "/nonexistent/site.yaml"], "no such file"),
     (["run", "--config", "/nonexistent/site.yaml"], "no such file"),
-    (["sim", "run", "--scenario", "/nonexistent.json", "--strategy", "llf", "--out", "/tmp/x"], "no such file"),
-    (["sim", "run", "--scenario", "{scenario}", "--strategy", "magic", "--out", "/tmp/x"], "--strategy"),
-    (["sim", "generate", "--preset", "atlantis", "--out", "/tmp/x.json"], "--preset"),
-    (["sim", "generate", "--piles", "-3", "--out", "/tmp/x.json"], "--piles"),
-    (["sim", "generate", "--history-days", "-1", "--out", "/tmp/x.json"], "--history-days"),
-    (["sim", "compare", "--scenario", "{scenario}", "--strategies", "llf,nope", "--out", "/tmp/x"], "nope"),
+    (["sim", "run", "--scenario", "/nonexistent.json", "--strategy", "llf", "--out", "{tmp}/x"], "no such file"),
+    (["sim", "run", "--scenario", "{scenario}", "--strategy", "magic", "--out", "{tmp}/x"], "--strategy"),
+    (["sim", "generate", "--preset", "atlantis", "--out", "{tmp}/x.json"], "--preset"),
+    (["sim", "generate", "--piles", "-3", "--out", "{tmp}/x.json"], "--piles"),
+    (["sim", "generate", "--history-days", "-1", "--out", "{tmp}/x.json"], "--history-days"),
+    (["sim", "compare", "--scenario", "{scenario}", "--strategies", "llf,nope", "--out", "{tmp}/x"], "nope"),
     (["bench", "solve", "--piles", "0", "--horizon", "96", "--json"], "positive"),
     (["device", "read", "--profile", "nope", "--url", "modbus-tcp://127.0.0.1:1"], "nope"),
     (["device", "read", "--profile", "sdm630", "--url", "http://x"], "modbus-tcp"),
-    (["sim", "run", "--scenario", "{broken}", "--strategy", "llf", "--out", "/tmp/x"], "not valid JSON"),
-    (["sim", "run", "--scenario", "{invalid}", "--strategy", "llf", "--out", "/tmp/x"], "step_s"),
+    (["sim", "run", "--scenario", "{broken}", "--strategy", "llf", "--out", "{tmp}/x"], "not valid JSON"),
+    (["sim", "run", "--scenario", "{invalid}", "--strategy", "llf", "--out", "{tmp}/x"], "step_s"),
     (["nonsense"], "invalid choice"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needle: str):
@@ -80,7 +80,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needl
     import json
 
     invalid.write_text(json.dumps(raw))
-    args = [a.format(scenario=good, broken=broken, invalid=invalid) for a in args]
+    args = [a.format(scenario=good, broken=broken, invalid=invalid, tmp=tmp_path) for a in args]
     r = youxu(*args)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr
