@@ -34,19 +34,25 @@ def startup_problems(cfg: SiteConfig) -> list[str]:
 def limit_warnings(cfg: SiteConfig) -> list[str]:
     """Phase limits that cannot be what was meant: one phase of a transformer carries a third of its
     rating (with the same 20 % tolerance the import limit has), and a phase limit above the import
-    limit never binds."""
+    limit never binds. Phases with the same limit share one line."""
     t = cfg.transformer
     if not t.phase_limit_kw:
         return []
-    out = []
     per_phase_kw = 1.2 * t.rated_kva / 3.0
+    by_limit: dict[float, list[str]] = {}
     for phase, limit_kw in sorted(t.phase_limit_kw.items()):
+        if limit_kw > per_phase_kw:
+            by_limit.setdefault(limit_kw, []).append(phase)
+    out = []
+    for limit_kw, phases in by_limit.items():
+        where = f"transformer.phase_limit_kw.{phases[0]}" if len(phases) == 1 else \
+            f"transformer.phase_limit_kw ({', '.join(phases)})"
         if limit_kw > t.import_limit_kw:
-            out.append(f"transformer.phase_limit_kw.{phase}: {limit_kw:g} kW is above the import limit "
-                       f"({t.import_limit_kw:g} kW): it never binds; a phase carries about a third of the rating")
-        elif limit_kw > per_phase_kw:
-            out.append(f"transformer.phase_limit_kw.{phase}: {limit_kw:g} kW is more than 120 % of a third of "
-                       f"rated_kva {t.rated_kva:g} ({per_phase_kw:.0f} kW): check the phase limits")
+            out.append(f"{where}: {limit_kw:g} kW is above the import limit ({t.import_limit_kw:g} kW) and "
+                       f"never binds; one phase carries about a third of rated_kva {t.rated_kva:g}")
+        else:
+            out.append(f"{where}: {limit_kw:g} kW is more than 120 % of a third of rated_kva {t.rated_kva:g} "
+                       f"({per_phase_kw:.0f} kW); check the phase limits")
     return out
 
 

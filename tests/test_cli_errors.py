@@ -190,6 +190,14 @@ def test_check_config_warns_of_phase_limits_above_the_transformer(tmp_path: Path
     assert r.returncode == 0, r.stderr
     warnings = [ln for ln in r.stdout.splitlines() if "warning: transformer.phase_limit_kw" in ln]
     assert len(warnings) == 1 and "L1: 500 kW" in warnings[0] and "360 kW" in warnings[0], r.stdout
+    cfg["transformer"]["phase_limit_kw"] = {"L1": 500, "L2": 500, "L3": 500}
+    r = youxu("check-config", str(write_site(tmp_path, cfg)))
+    warnings = [ln for ln in r.stdout.splitlines() if "warning: transformer.phase_limit_kw" in ln]
+    assert r.returncode == 0 and len(warnings) == 1 and "(L1, L2, L3): 500 kW" in warnings[0], r.stdout
+    cfg["transformer"]["phase_limit_kw"] = {"L1": 170, "L2": 120, "L3": 120}  # above 120 % of 400 / 3
+    r = youxu("check-config", str(write_site(tmp_path, cfg)))
+    warnings = [ln for ln in r.stdout.splitlines() if "warning: transformer.phase_limit_kw" in ln]
+    assert r.returncode == 0 and len(warnings) == 1 and "L1: 170 kW" in warnings[0], r.stdout
 
 
 # ---- bad files and bad output places: one line, never a traceback ---------------------------
