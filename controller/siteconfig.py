@@ -221,6 +221,15 @@ class TariffPeriod(_Section):
     export_yuan_per_kwh: float | None = Field(default=None, ge=0)
     name: str = ""
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _quoted(cls, v: object) -> object:
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 100 * 60:
+            # YAML 1.1 reads an unquoted 23:00 as the base-60 number 1380
+            raise ValueError(f'write the time in quotes, "{v // 60:02d}:{v % 60:02d}" (unquoted, YAML reads HH:MM '
+                             "as a number)")
+        return v
+
     @field_validator("start")
     @classmethod
     def _start(cls, v: str) -> str:

@@ -154,6 +154,15 @@ def _tariff(c: dict) -> None:
     c["tariff"]["periods"][0]["start"] = "25:00"
 
 
+def test_an_unquoted_tariff_time_is_named_with_the_fix(tmp_path: Path):
+    cfg = runnable_site(tmp_path)
+    path = write_site(tmp_path, cfg)
+    path.write_text(path.read_text().replace("start: '23:00'", "start: 23:00"))
+    assert "start: 23:00" in path.read_text()
+    line = one_line_error(youxu("check-config", str(path)))
+    assert "tariff.periods[0].start" in line and '"23:00"' in line and "quotes" in line, line
+
+
 @pytest.mark.parametrize("edit,needles", [
     (_horizon, ["control.step_s", "horizon_s 60", "900"]),
     (_missing_key, ["mqtt.hmac_key_file", "/nonexistent/youxu/dispatch.key", "No such file"]),
