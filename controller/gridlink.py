@@ -42,6 +42,7 @@ class TickReport:
     ev_kw: float
     phase_kw: tuple[float, float, float] | None
     limit_kw: float  # tightest import limit in force
+    export_limit_kw: float = float("inf")  # tightest site export limit in force (>= 0; exporting is negative kW)
     setpoints_kw: dict[str, float] = field(default_factory=dict)
     pile_status: dict[str, str] = field(default_factory=dict)
     pile_power_kw: dict[str, float] = field(default_factory=dict)

@@ -1,9 +1,59 @@
-"""What `youxu check-config` warns about beyond the schema: how each pile falls back on its own."""
+"""What `youxu check-config` checks beyond the schema: the files the daemon opens at start-up (an
+error: `youxu run` would refuse them), how each pile falls back on its own and limits that cannot
+be what was meant (warnings)."""
 
 from __future__ import annotations
 
+from youxu.config.errors import UserError
 from youxu.controller.siteconfig import PileSection, SiteConfig
+from youxu.drivers.mqtt_link import MqttSettings, tls_context
+from youxu.drivers.mqtt_topics import parse_broker_url
 from youxu.drivers.profiles import load_profile
+
+
+def startup_problems(cfg: SiteConfig) -> list[str]:
+    """What `youxu run` would refuse at start-up in the files the config names (the HMAC key, the
+    broker password and TLS files), read the way the daemon reads them; empty when it can start."""
+    m = cfg.mqtt
+    if m is None:
+        return []
+    problems: list[str] = []
+    try:
+        m.hmac_key()
+    except UserError as exc:
+        problems.append(str(exc))
+    try:
+        settings = MqttSettings.from_section(m, cfg.site.id)
+        if parse_broker_url(m.url).tls:
+            tls_context(settings)
+    except UserError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def limit_warnings(cfg: SiteConfig) -> list[str]:
+    """Phase limits that cannot be what was meant: one phase of a transformer carries a third of its
+    rating (with the same 20 % tolerance the import limit has), and a phase limit above the import
+    limit never binds. Phases with the same limit share one line."""
+    t = cfg.transformer
+    if not t.phase_limit_kw:
+        return []
+    per_phase_kw = 1.2 * t.rated_kva / 3.0
+    by_limit: dict[float, list[str]] = {}
+    for phase, limit_kw in sorted(t.phase_limit_kw.items()):
+        if limit_kw > per_phase_kw:
+            by_limit.setdefault(limit_kw, []).append(phase)
+    out = []
+    for limit_kw, phases in by_limit.items():
+        where = f"transformer.phase_limit_kw.{phases[0]}" if len(phases) == 1 else \
+            f"transformer.phase_limit_kw ({', '.join(phases)})"
+        if limit_kw > t.import_limit_kw:
+            out.append(f"{where}: {limit_kw:g} kW is above the import limit ({t.import_limit_kw:g} kW) and "
+                       f"never binds; one phase carries about a third of rated_kva {t.rated_kva:g}")
+        else:
+            out.append(f"{where}: {limit_kw:g} kW is more than 120 % of a third of rated_kva {t.rated_kva:g} "
+                       f"({per_phase_kw:.0f} kW); check the phase limits")
+    return out
 
 
 def failsafe_warnings(cfg: SiteConfig) -> list[str]:

@@ -7,10 +7,11 @@ from typing import ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from youxu.config.errors import UserError, validation_problems
+from youxu.config.errors import UserError, format_problems, validation_problems
+from youxu.config.userfiles import load_yaml
+from youxu.drivers.mqtt_topics import SITE_ID_PATTERN
 from youxu.drivers.transport import parse_device_url
 from youxu.scheduler.model import Piles, phase_matrix
 
@@ -20,7 +21,7 @@ class _Section(BaseModel):
 
 
 class SiteSection(_Section):
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    id: str = Field(min_length=1, pattern=SITE_ID_PATTERN)
     name: str = ""
     timezone: str = "Asia/Shanghai"
 
@@ -182,6 +183,18 @@ class MqttSection(_Section):
     apply_grace_s: float = Field(default=30.0, gt=0)  # after this, a command not yet met is acked INFEASIBLE
     setpoint_tolerance_kw: float = Field(default=2.0, gt=0)  # a setpoint counts as met within this band
 
+    def hmac_key(self) -> bytes | None:
+        """The dispatch HMAC key: the key file's content without surrounding whitespace (None: unsigned)."""
+        if self.hmac_key_file is None:
+            return None
+        try:
+            key = self.hmac_key_file.read_bytes().strip()
+        except OSError as exc:
+            raise UserError(f"mqtt.hmac_key_file {self.hmac_key_file}: {exc.strerror or exc}") from None
+        if not key:
+            raise UserError(f"mqtt.hmac_key_file {self.hmac_key_file}: empty")
+        return key
+
 
 class ControlSection(_Section):
     period_s: float = Field(default=1.0, gt=0)
@@ -202,13 +215,54 @@ class ControlSection(_Section):
     pile_tolerance_kw: float = Field(default=0.7, gt=0)  # a pile above its setpoint by more is not obeying
     pile_ignore_ticks: int = Field(default=10, ge=1)  # ...for this many ticks in a row: alarm (cars may take 5 s)
 
+    @field_validator("step_s")
+    @classmethod
+    def _step_within_horizon(cls, v: int, info: ValidationInfo) -> int:
+        horizon_s = info.data.get("horizon_s")
+        if horizon_s is not None and v > horizon_s:
+            raise ValueError(f"longer than horizon_s {horizon_s}: the planner needs a horizon of at least one step")
+        return v
+
+
+def minute_of_day(text: str, *, end: bool = False) -> int:
+    """Minutes after local midnight of an `HH:MM` time (`24:00` allowed as an end); ValueError otherwise."""
+    hh, sep, mm = text.partition(":")
+    if not (sep and len(hh) == 2 and len(mm) == 2 and hh.isdigit() and mm.isdigit() and hh.isascii()
+            and mm.isascii()):
+        raise ValueError("not a time of day HH:MM")
+    minutes = int(hh) * 60 + int(mm)
+    if int(mm) > 59 or minutes > (1440 if end else 1439):
+        raise ValueError(f"not a time of day (00:00 to {'24:00' if end else '23:59'})")
+    return minutes
+
 
 class TariffPeriod(_Section):
-    start: str = Field(pattern=r"^\d{2}:\d{2}$")
-    end: str = Field(pattern=r"^\d{2}:\d{2}$")
+    start: str
+    end: str
     import_yuan_per_kwh: float = Field(ge=0)
     export_yuan_per_kwh: float | None = Field(default=None, ge=0)
     name: str = ""
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _quoted(cls, v: object) -> object:
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 100 * 60:
+            # YAML 1.1 reads an unquoted 23:00 as the base-60 number 1380
+            raise ValueError(f'write the time in quotes, "{v // 60:02d}:{v % 60:02d}" (unquoted, YAML reads HH:MM '
+                             "as a number)")
+        return v
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        minute_of_day(v)
+        return v
+
+    @field_validator("end")
+    @classmethod
+    def _end(cls, v: str) -> str:
+        minute_of_day(v, end=True)
+        return v
 
 
 class TariffSection(_Section):
@@ -219,14 +273,17 @@ class TariffSection(_Section):
         imp = np.full(local_minutes.shape, self.periods[0].import_yuan_per_kwh)
         exp = imp.copy()
         for p in self.periods:
-            a = int(p.start[:2]) * 60 + int(p.start[3:])
-            b = int(p.end[:2]) * 60 + int(p.end[3:])
+            a = minute_of_day(p.start)
+            b = minute_of_day(p.end, end=True)
             inside = (local_minutes >= a) & (local_minutes < b) if a < b else (
                 (local_minutes >= a) | (local_minutes < b))
             imp = np.where(inside, p.import_yuan_per_kwh, imp)
             e = p.export_yuan_per_kwh if p.export_yuan_per_kwh is not None else p.import_yuan_per_kwh
             exp = np.where(inside, e, exp)
         return imp, exp
+
+
+SUPPORTED_DATABASES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")  # what storage/database opens
 
 
 class StorageSection(_Section):
@@ -238,6 +295,26 @@ class StorageSection(_Section):
     queue_size: int = Field(default=10000, gt=0)
     flush_s: float = Field(default=1.0, gt=0)  # the writer batches this long
     state_period_s: float = Field(default=10.0, gt=0)  # open sessions saved this often
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        scheme = v.split("://", 1)[0] if "://" in v else ""
+        if scheme not in SUPPORTED_DATABASES:
+            raise ValueError(f"{scheme + '://' if scheme else 'no scheme'}: not a supported database; use "
+                             "sqlite:///PATH or postgresql://USER@HOST/DB (or postgresql+psycopg://)")
+        if scheme == "sqlite" and (not v.startswith("sqlite:///") or v == "sqlite:///"):
+            raise ValueError("a SQLite URL names its file: sqlite:///PATH (sqlite:////abs/path)")
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(v)
+        except (ArgumentError, ValueError) as exc:
+            raise ValueError(f"not a database URL ({exc})") from None
+        return v
 
     def database_url(self) -> str:
         return self.url or f"sqlite:///{self.state_dir / 'youxu.sqlite'}"
@@ -374,16 +451,10 @@ def parse_site_config(raw: object, source: str = "config") -> SiteConfig:
     except ValidationError as exc:
         problems = validation_problems(exc) + problems
     if problems or cfg is None:
-        raise UserError(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+        raise UserError(format_problems(source, problems))
     return cfg
 
 
 def load_site_config(path: str | Path) -> SiteConfig:
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p}: not valid YAML ({exc})") from None
-    return parse_site_config(raw, str(p))
+    return parse_site_config(load_yaml(p), str(p))

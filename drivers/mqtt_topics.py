@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from youxu.config.errors import UserError
 
 TOPIC_ROOT = "youxu/v1"
+SITE_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"  # one topic level: no '/', no MQTT wildcards '+' or '#'
+
+
+def check_site_id(site_id: str) -> str:
+    """`site_id` if it can stand as one topic level; ValueError naming the problem otherwise."""
+    if not re.fullmatch(SITE_ID_PATTERN, site_id):
+        raise ValueError(f"site id {site_id!r}: use letters, digits, '_', '.' and '-' only "
+                         "(no '/' and no MQTT wildcards '+' or '#')")
+    return site_id
 
 
 @dataclass(frozen=True)
@@ -15,6 +25,9 @@ class SiteTopics:
     """The topic layout of contract section 4 for one site."""
 
     site_id: str
+
+    def __post_init__(self) -> None:
+        check_site_id(self.site_id)
 
     @property
     def prefix(self) -> str:

@@ -14,11 +14,11 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from youxu.config import data_path
 from youxu.config.errors import UserError, format_validation_error
+from youxu.config.userfiles import load_yaml
 from youxu.drivers.dlt645 import ValueFormat, check_di
 
 RegType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
@@ -404,11 +404,7 @@ def parse_profile(raw: object, source: str) -> Profile:
 
 
 def load_profile_file(path: Path) -> Profile:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc})") from None
-    return parse_profile(raw, str(path))
+    return parse_profile(load_yaml(path), str(path))
 
 
 @cache

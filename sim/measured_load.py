@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from youxu.config.errors import UserError
+from youxu.config.userfiles import MIB, read_text
 from youxu.sim.tou import DAY_S, LOCAL_TZ, LocalAxis
 
+MEASURED_CSV_MAX_BYTES = 256 * MIB  # years of one-minute readings
 TIME_COLUMNS = ("timestamp", "time", "datetime", "ts", "epoch_s", "t")
 TOTAL_COLUMNS = ("kw", "total_kw", "power_kw", "p_kw", "load_kw")
 PHASE_COLUMNS = (
@@ -67,10 +69,8 @@ def load_measured_csv(path: str | Path, label: str = "start",
     p = Path(path)
     if label not in ("start", "end"):
         raise ValueError("label must be 'start' or 'end'")
-    try:
-        lines = [ln for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip() and not ln.startswith("#")]
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
+    text = read_text(p, max_bytes=MEASURED_CSV_MAX_BYTES)
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     rows = list(csv.reader(lines))
     if len(rows) < 3:
         raise UserError(f"{p}: needs a header and at least two rows of data")

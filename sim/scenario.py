@@ -17,9 +17,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from youxu.config.errors import UserError, format_validation_error
+from youxu.config.userfiles import MIB, load_json
 
 SCENARIO_FORMAT = "youxu.scenario/1"
 PHASES = ("L1", "L2", "L3")
+SCENARIO_MAX_BYTES = 512 * MIB  # a year of one-minute steps for a thousand piles is about 100 MiB
 
 
 class _Strict(BaseModel):
@@ -221,13 +223,7 @@ class Scenario(_Strict):
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file; raise UserError naming the problem."""
     p = Path(path)
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return parse_scenario(raw, source=str(p))
+    return parse_scenario(load_json(p, max_bytes=SCENARIO_MAX_BYTES), source=str(p))
 
 
 def parse_scenario(raw: object, source: str = "scenario") -> Scenario:

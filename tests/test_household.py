@@ -205,3 +205,9 @@ def test_measured_interval_end_labels_and_bad_files(tmp_path: Path) -> None:
         load_measured_csv(_write(tmp_path / "c.csv", "time,kw\n1,2\nx,3\n3,4\n"))
     with pytest.raises(UserError, match="no such file"):
         load_measured_csv(tmp_path / "missing.csv")
+    with pytest.raises(UserError, match="is a directory"):
+        load_measured_csv(tmp_path)
+    binary = tmp_path / "meter.bin"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(UserError, match="binary"):
+        load_measured_csv(binary)

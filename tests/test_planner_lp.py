@@ -260,6 +260,15 @@ def test_step_grid_aligns_to_the_clock_and_breaks_at_dispatch_changes_without_sl
     assert np.diff(np.concatenate([[t0], edges])).min() >= 1.0
 
 
+def test_step_grid_has_a_step_whenever_the_horizon_is_at_least_one_step():
+    # the bound check-config holds (control.step_s <= horizon_s); below it, a 60 s horizon in 900 s
+    # steps has no step at all once 675 s into a quarter hour are past, and the decision fails on the empty plan
+    for offset_s in np.arange(0.0, 900.0, 7.5):
+        for horizon_s in (900.0, 1000.0, 3600.0):
+            steps = step_grid(T0 + offset_s, horizon_s, 900.0)
+            assert steps.size >= 1 and steps.sum() >= horizon_s, (offset_s, horizon_s, steps)
+
+
 def test_no_rounding_dust_reaches_the_solver():
     # a V2G car whose request is met but for 1e-15 kWh stays in the plan (it may still discharge)
     site = Site(base_kw=[50, 50], cars=[Car(0, 1e-15, 2.0, v2g=True)], v2g_piles=True, export_limit_kw=20)

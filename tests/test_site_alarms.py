@@ -33,3 +33,18 @@ def test_pile_faults_and_safe_mode() -> None:
     assert kinds(got) == ["safe_mode", "pile_fault_cleared"] and got[1].fields == {"pile": "P1"}
     assert kinds(w.observe(report(3, 100.0, 0.0, pile_status={"P1": "available", "P2": "fault"}))) == [
         "safe_mode_cleared"]
+
+
+def test_export_beyond_the_export_limit_once_each_way() -> None:
+    w = AlarmWatch()
+    r = report(0, -50.0, 0.0)
+    r.export_limit_kw = 60.0
+    assert kinds(w.observe(r)) == []  # exporting within the limit
+    r = report(1, -1000.0, 0.0)
+    r.export_limit_kw = 60.0
+    got = w.observe(r)
+    assert kinds(got) == ["export_overload"] and got[0].fields == {"total_kw": -1000.0, "export_limit_kw": 60.0}
+    assert kinds(w.observe(r)) == []  # still over: no repeat
+    r = report(2, -60.05, 0.0)  # within 0.1 kW of the limit
+    r.export_limit_kw = 60.0
+    assert kinds(w.observe(r)) == ["export_overload_cleared"]

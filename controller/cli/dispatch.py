@@ -25,7 +25,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from youxu.config.errors import UserError
+from youxu.config.userfiles import cli_type, load_json, read_text
 from youxu.controller.grid.dispatch_schema import (
+    MAX_PAYLOAD_BYTES,
     Rejection,
     check_default,
     format_rfc3339,
@@ -33,7 +35,7 @@ from youxu.controller.grid.dispatch_schema import (
     signed,
     validate_command_object,
 )
-from youxu.drivers.mqtt_topics import SiteTopics, parse_broker_url
+from youxu.drivers.mqtt_topics import SiteTopics, check_site_id, parse_broker_url
 
 FINAL = ("completed", "superseded", "cancelled", "expired")
 STAGE = {"received": 1, "applied": 2, **{s: 3 for s in FINAL}}
@@ -114,12 +116,7 @@ def build_command(args: argparse.Namespace, now_s: float) -> dict[str, Any]:
     """The command described by the flags (or read from --file), filled in and checked."""
     tz = datetime.now(UTC).astimezone().tzinfo or UTC
     if args.file is not None:
-        try:
-            cmd = json.loads(Path(args.file).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UserError(f"--file {args.file}: {exc.strerror or exc}") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"--file {args.file}: not valid JSON ({exc})") from None
+        cmd = load_json(args.file, "--file", max_bytes=MAX_PAYLOAD_BYTES)
         if not isinstance(cmd, dict):
             raise UserError(f"--file {args.file}: expected a JSON object")
     else:
@@ -172,7 +169,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     parse_broker_url(args.mqtt)
     cmd = build_command(args, time.time())
     topics = SiteTopics(args.site)
-    password = Path(args.password_file).read_text().strip() if args.password_file else None
+    password = read_text(args.password_file, "--password-file").strip() if args.password_file else None
     access = BrokerAccess(args.mqtt, args.ca_file, args.cert_file, args.client_key_file, args.username, password)
     acks: queue.Queue[dict[str, Any]] = queue.Queue()
     subscribed = threading.Event()
@@ -231,7 +228,8 @@ def register(subparsers: Any) -> None:
                        epilog="Exit status: 0 when the awaited acknowledgement arrived, 1 on rejection, timeout or "
                        "an unreachable broker, 2 on bad input.")
     s.add_argument("--mqtt", required=True, metavar="URL", help="broker, mqtt://host[:port] or mqtts://host[:port]")
-    s.add_argument("--site", required=True, metavar="ID", help="the site id (topic youxu/v1/ID/...)")
+    s.add_argument("--site", required=True, type=cli_type(check_site_id), metavar="ID",
+                   help="the site id (topic youxu/v1/ID/...)")
     what = s.add_mutually_exclusive_group(required=True)
     what.add_argument("--file", type=Path, metavar="CMD.json", help="a youxu.dispatch/1 command (missing "
                       "command_id, issuer, seq, issued_at are filled in)")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from youxu.config.errors import UserError
+
+if TYPE_CHECKING:
+    from youxu.controller.siteconfig import SiteConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,15 +20,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("check-config", help="validate a site config and print a summary")
     p.add_argument("file", type=Path)
+    p.add_argument("--skip-files", action="store_true",
+                   help="do not open the key, password and TLS files the config names (a config written "
+                        "for another machine); without it they must be there, as `youxu run` needs them")
     p.set_defaults(func=cmd_check_config)
 
+
+def load_runnable(path: Path, check_files: bool = True) -> SiteConfig:
+    """The site config at `path` if the daemon can run it: valid, and (with `check_files`) the files
+    it names readable as the daemon reads them; UserError listing every problem otherwise."""
+    from youxu.config.errors import format_problems
+    from youxu.controller.site_checks import startup_problems
+    from youxu.controller.siteconfig import load_site_config
+
+    cfg = load_site_config(path)
+    problems = startup_problems(cfg) if check_files else []
+    if problems:
+        raise UserError(format_problems(str(path), problems))
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from youxu.controller.daemon import run_site
-    from youxu.controller.siteconfig import load_site_config
 
-    cfg = load_site_config(args.config)
+    cfg = load_runnable(args.config)
     import asyncio
 
     asyncio.run(run_site(cfg))
@@ -55,17 +74,15 @@ def config_summary(cfg) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from youxu.controller.siteconfig import load_site_config
-
     try:
-        cfg = load_site_config(args.file)
+        cfg = load_runnable(args.file, check_files=not args.skip_files)
     except UserError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
     print(config_summary(cfg))
-    from youxu.controller.site_checks import failsafe_warnings
+    from youxu.controller.site_checks import failsafe_warnings, limit_warnings
 
-    for w in failsafe_warnings(cfg):
+    for w in limit_warnings(cfg) + failsafe_warnings(cfg):
         print(f"  warning: {w}")
     return 0
 

@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,19 +59,6 @@ def _version() -> str:
         return "dev"
 
 
-def read_hmac_key(path: object) -> bytes | None:
-    """The site's HMAC key: the key file's content without surrounding whitespace."""
-    if path is None:
-        return None
-    try:
-        key = Path(str(path)).read_bytes().strip()
-    except OSError as exc:
-        raise UserError(f"mqtt.hmac_key_file {path}: {exc.strerror or exc}") from None
-    if not key:
-        raise UserError(f"mqtt.hmac_key_file {path}: empty")
-    return key
-
-
 def setpoint_grace_s(cfg: SiteConfig) -> float:
     """How long a setpoint may take to be met before it is acked INFEASIBLE. The rolling planner (mpc)
     takes a new command into account at its next planning period; judging it earlier would call a
@@ -94,7 +80,7 @@ class MqttGridLink:
         self.cfg, self.m, self.clock, self.tz = cfg, cfg.mqtt, clock, cfg.tz
         self.site_id = cfg.site.id
         self.topics = SiteTopics(self.site_id)
-        self.key = read_hmac_key(self.m.hmac_key_file)
+        self.key = self.m.hmac_key()
         self.version = _version()
         self.book = CommandBook(apply_grace_s=self.m.apply_grace_s, setpoint_tolerance_kw=self.m.setpoint_tolerance_kw,
                                 setpoint_grace_s=setpoint_grace_s(cfg))

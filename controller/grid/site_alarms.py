@@ -1,7 +1,8 @@
 """Alarms the grid hears about, derived from what each tick measured (pure).
 
 Each alarm is reported once when it starts and once when it clears: the site over its import
-limit (or a phase over its phase limit), a pile reporting a fault, the controller in safe mode.
+limit (or a phase over its phase limit), the site exporting more than its export limit, a pile
+reporting a fault, the controller in safe mode.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ class Alarm:
 class AlarmWatch:
     phase_limits_kw: np.ndarray | None = None  # (3,) or None
     overload: bool = False
+    export_overload: bool = False
     safe_mode: bool = False
     faulted: set[str] = field(default_factory=set)
 
     def observe(self, r: TickReport) -> list[Alarm]:
-        return self._safe_mode(r) + self._overload(r) + self._pile_faults(r)
+        return self._safe_mode(r) + self._overload(r) + self._export_overload(r) + self._pile_faults(r)
 
     def _safe_mode(self, r: TickReport) -> list[Alarm]:
         if r.safe_mode == self.safe_mode:
@@ -57,6 +59,20 @@ class AlarmWatch:
             out.append(Alarm("overload_cleared", f"site back within its limit ({r.total_kw:.1f} kW)",
                              {"total_kw": r.total_kw}))
         self.overload = now_over
+        return out
+
+    def _export_overload(self, r: TickReport) -> list[Alarm]:
+        """Reverse power: the site (negative kW) exporting more than the export limit in force."""
+        limit = r.export_limit_kw
+        now_over = math.isfinite(limit) and -r.total_kw > limit + OVERLOAD_TOLERANCE_KW
+        out: list[Alarm] = []
+        if now_over and not self.export_overload:
+            out.append(Alarm("export_overload", f"site exporting {-r.total_kw:.1f} kW, export limit {limit:.1f} kW",
+                             {"total_kw": r.total_kw, "export_limit_kw": limit}))
+        elif self.export_overload and not now_over:
+            out.append(Alarm("export_overload_cleared", f"site back within its export limit ({r.total_kw:.1f} kW)",
+                             {"total_kw": r.total_kw}))
+        self.export_overload = now_over
         return out
 
     def _pile_faults(self, r: TickReport) -> list[Alarm]:

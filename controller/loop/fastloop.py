@@ -41,7 +41,7 @@ from youxu.drivers.clock import Clock
 from youxu.drivers.failsafe import FailsafeKeeper
 from youxu.scheduler import safety
 from youxu.scheduler.decision import Controller, Decision
-from youxu.scheduler.model import Snapshot
+from youxu.scheduler.model import HardLimits, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -159,23 +159,21 @@ class FastLoop:
                        ev_limit_kw=0.0)
 
     # ---- deciding ------------------------------------------------------------------
-    def _safe_decision(self, snap: Snapshot) -> tuple[np.ndarray, float]:
+    def _safe_decision(self, snap: Snapshot) -> tuple[np.ndarray, HardLimits, float]:
         """Every pile at its safe current, through the safety layer."""
         try:
             limits, limit_kw = self.controller.hard_limits(snap.t_s)
         except Exception:
             log.exception("dispatch limits unavailable; transformer limits only")
-            from youxu.scheduler.model import HardLimits
-
             s = self.controller.site
             limits, limit_kw = HardLimits(s.import_kw - s.margin_kw, s.export_kw, s.phase_kw), s.import_kw
         sp = safety.enforce(self.safe_setpoints(), self.piles, snap, limits, urgent=snap.sessions.urgent)
-        return sp, limit_kw
+        return sp, limits, limit_kw
 
-    def decide(self, snap: Snapshot) -> tuple[np.ndarray, float, Decision | None]:
+    def decide(self, snap: Snapshot) -> tuple[np.ndarray, HardLimits, float, Decision | None]:
+        """(setpoints kW, the hard limits in force, the tightest import limit without margin, the decision)."""
         if self.safe.active:
-            sp, limit_kw = self._safe_decision(snap)
-            return sp, limit_kw, None
+            return (*self._safe_decision(snap), None)
         try:
             dec = self.controller.decide(snap)
         except Exception as exc:
@@ -185,8 +183,7 @@ class FastLoop:
                 self.alarm("decide_error", f"the controller failed ({type(exc).__name__}: {exc}); piles at their "
                            "safe current")
             self.decide_failed = True
-            sp, limit_kw = self._safe_decision(snap)
-            return sp, limit_kw, None
+            return (*self._safe_decision(snap), None)
         if self.decide_failed:
             self.decide_failed = False
             self.alarm("decide_restored", "the controller decides again")
@@ -197,7 +194,7 @@ class FastLoop:
                 self.alarm("planner_fallback", f"planner fell back to least-laxity-first ({status})", status=status)
             else:
                 self.alarm("planner_recovered", "the optimizer plans again", status=status)
-        return dec.setpoints_kw, dec.limit_kw, dec
+        return dec.setpoints_kw, dec.limits, dec.limit_kw, dec
 
     # ---- one tick ------------------------------------------------------------------
     async def tick(self) -> TickReport:
@@ -224,7 +221,7 @@ class FastLoop:
         snap = self.snapshot(t_s, r, told)
         self.last_snapshot = snap
         safe_now = self.safe.active
-        sp, limit_kw, dec = self.decide(snap)
+        sp, limits, limit_kw, dec = self.decide(snap)
         self.last_decision = dec
         sp = np.trunc(sp * 1000.0) / 1000.0  # whole watts, towards zero: rounding never adds load
         t_decide = time.perf_counter()
@@ -246,7 +243,7 @@ class FastLoop:
         if over and (self.stats.consecutive_overruns == 1 or self.stats.deadline_misses % 100 == 0):
             log.warning("tick took %.1f ms (budget %.0f ms); %d misses so far", tick_ms, self.budget_ms,
                         self.stats.deadline_misses)
-        report = self._report(t_s, snap, sp, limit_kw, r, tick_ms, safe_now)
+        report = self._report(t_s, snap, sp, limits, limit_kw, r, tick_ms, safe_now)
         self.last_report = report
         self._after(report, snap, over, plan_ms, fallback)
         return report
@@ -306,15 +303,15 @@ class FastLoop:
                 del self.device_errors[key]
                 self.alarm("device_restored", f"{key.split(':')[0]} answers again", device=key.split(":")[0])
 
-    def _report(self, t_s: float, snap: Snapshot, sp: np.ndarray, limit_kw: float, r: Readings,
-                tick_ms: float, safe_mode: bool) -> TickReport:
+    def _report(self, t_s: float, snap: Snapshot, sp: np.ndarray, limits: HardLimits, limit_kw: float,
+                r: Readings, tick_ms: float, safe_mode: bool) -> TickReport:
         ids = self.piles.ids
         ev = float(snap.pile_kw.sum())
         ph = snap.meter_phase_kw
         return TickReport(
             t_s=t_s, total_kw=snap.meter_kw, base_kw=snap.meter_kw - ev, ev_kw=ev,
             phase_kw=None if ph is None else (float(ph[0]), float(ph[1]), float(ph[2])),
-            limit_kw=limit_kw,
+            limit_kw=limit_kw, export_limit_kw=float(limits.export_kw),
             setpoints_kw=dict(zip(ids, np.round(sp, 3).tolist(), strict=True)),
             pile_status={pid: (p.status if p is not None else "unknown") for pid, p in zip(ids, r.piles, strict=True)},
             pile_power_kw=dict(zip(ids, np.round(snap.pile_kw, 3).tolist(), strict=True)),

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from youxu.config.errors import UserError
+from youxu.config.userfiles import out_dir_arg
 
 SQLITE_PAGES_PER_STEP = 1024  # copy in steps so the daemon's writer is not locked out for long
 
@@ -74,7 +75,7 @@ def backup(url: str, out_dir: Path, now_s: float | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m youxu.controller.store.backup", description="back up a site's database")
     p.add_argument("--config", required=True, type=Path, help="site config (YAML)")
-    p.add_argument("--out", required=True, type=Path, help="directory for the backup file")
+    p.add_argument("--out", required=True, type=out_dir_arg, help="directory for the backup file")
     args = p.parse_args(argv)
     from youxu.controller.siteconfig import load_site_config
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from youxu.config.userfiles import out_dir_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="a simulated community controlled by the real daemon for one day")
-    p.add_argument("--out", type=Path, default=Path("youxu-demo"), help="output directory (default ./youxu-demo)")
+    p.add_argument("--out", type=out_dir_arg, default="youxu-demo", help="output directory (default ./youxu-demo)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--preset", default="old-community",
                    help="scenario preset (default: old-community, a tight 315 kVA transformer in winter)")

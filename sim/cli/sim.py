@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from youxu.config.errors import UserError
+from youxu.config.userfiles import cli_type, out_dir_arg, out_file_arg
+from youxu.drivers.mqtt_topics import check_site_id
 from youxu.sim.progress import ProgressBar
 
 
@@ -25,13 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--penetration", type=float, help="EVs per household (0..1)")
     p.add_argument("--history-days", type=int, default=7,
                    help="days of household load before the start, the meter history the forecast learns from")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=out_file_arg)
     p.set_defaults(func=cmd_generate)
 
     p = ssub.add_parser("run", help="simulate a scenario with a strategy and write the outputs")
     p.add_argument("--scenario", required=True, type=Path)
     p.add_argument("--strategy", required=True)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=out_dir_arg)
     p.add_argument("--json", action="store_true", help="also print kpis.json to stdout (no progress bar)")
     p.set_defaults(func=cmd_run)
 
@@ -46,15 +48,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --layout units: at most this many piles behind a port, then the next port "
                         "(as RS-485 gateways of 8 to 32 devices; default: as many as unit ids allow)")
     p.add_argument("--mqtt", help="broker URL to publish the scenario's dispatch commands on")
-    p.add_argument("--site-id", default="sim-site")
-    p.add_argument("--write-config", type=Path, help="write a site config for `youxu run` pointing at these devices")
-    p.add_argument("--out", type=Path, help="write the simulator outputs here when the scenario ends")
+    p.add_argument("--site-id", default="sim-site", type=cli_type(check_site_id))
+    p.add_argument("--write-config", type=out_file_arg,
+                   help="write a site config for `youxu run` pointing at these devices")
+    p.add_argument("--out", type=out_dir_arg, help="write the simulator outputs here when the scenario ends")
     p.set_defaults(func=cmd_serve)
 
     p = ssub.add_parser("compare", help="run several strategies on one scenario and compare them")
     p.add_argument("--scenario", required=True, type=Path)
     p.add_argument("--strategies", required=True)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=out_dir_arg)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 
