@@ -9,15 +9,25 @@ from youxu.controller.siteconfig import PileSection, SiteConfig
 from youxu.drivers.mqtt_link import MqttSettings, tls_context
 from youxu.drivers.mqtt_topics import parse_broker_url
 from youxu.drivers.profiles import load_profile
+from youxu.drivers.transport import parse_device_url
 
 
 def startup_problems(cfg: SiteConfig) -> list[str]:
     """What `youxu run` would refuse at start-up in the files the config names (the HMAC key, the
-    broker password and TLS files), read the way the daemon reads them; empty when it can start."""
+    broker password and TLS files, the OCPP passwords and certificate), read the way the daemon
+    reads them; empty when it can start."""
+    problems: list[str] = []
+    o = cfg.ocpp
+    if o is not None:
+        ids = sorted({parse_device_url(p.url).charge_point for p in cfg.piles if p.url.startswith("ocpp:")})
+        for check in (lambda: o.passwords(ids), o.check_tls):
+            try:
+                check()
+            except UserError as exc:
+                problems.append(str(exc))
     m = cfg.mqtt
     if m is None:
-        return []
-    problems: list[str] = []
+        return problems
     try:
         m.hmac_key()
     except UserError as exc:

@@ -359,6 +359,40 @@ class OcppSection(_Section):
         host, _, port = self.listen.rpartition(":")
         return host or "0.0.0.0", int(port)
 
+    def passwords(self, charge_points: list[str]) -> dict[str, str] | None:
+        """The charge points' passwords from `password_file`, read as the daemon reads them at start;
+        UserError when the file is unreadable or, with authentication on, a charge point has none."""
+        from youxu.drivers.ocpp_central import parse_passwords
+
+        if self.password_file is None:
+            return None
+        try:
+            text = self.password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"ocpp.password_file {self.password_file}: {getattr(exc, 'strerror', None) or exc}") \
+                from None
+        try:
+            out = parse_passwords(text, str(self.password_file))
+        except ValueError as exc:
+            raise UserError(f"ocpp.password_file {exc}") from None
+        missing = [cp for cp in charge_points if cp not in out]
+        if self.security_profile in (1, 2) and missing:
+            raise UserError(f"ocpp.password_file {self.password_file}: no password for {', '.join(missing)}")
+        return out
+
+    def check_tls(self) -> None:
+        """Security profile 2: the certificate and key load (UserError naming the file otherwise)."""
+        import ssl
+
+        if self.security_profile != 2:
+            return
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(self.cert_file),
+                                                                                 str(self.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise UserError(f"ocpp.cert_file {self.cert_file} / key_file {self.key_file}: "
+                            f"{getattr(exc, 'strerror', None) or exc}") from None
+
 
 def default_tariff() -> TariffSection:
     """Beijing residential time-of-use shape: valley 23-07, peak 10-15 and 18-21."""

@@ -263,7 +263,7 @@ def test_check_config_names_what_an_ocpp_site_lacks(tmp_path: Path) -> None:
     def check() -> subprocess.CompletedProcess[str]:
         f = tmp_path / "site.yaml"
         f.write_text(yaml.safe_dump(cfg))
-        return subprocess.run([sys.executable, "-m", "youxu.controller.cli", "check-config", str(f)],
+        return subprocess.run([sys.executable, "-m", "youxu.controller.cli", "check-config", "--skip-files", str(f)],
                               capture_output=True, text=True, timeout=60)
 
     r = check()
@@ -277,6 +277,21 @@ def test_check_config_names_what_an_ocpp_site_lacks(tmp_path: Path) -> None:
     assert r.returncode == 2 and "charge point id" in r.stderr
     cfg["piles"][0]["url"] = "ocpp://CP001/2"
     r = check()
+    assert r.returncode == 0, r.stderr
+    # without --skip-files the files are read as `youxu run` reads them
+    cfg.pop("mqtt")
+    f = tmp_path / "site.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "youxu.controller.cli", "check-config", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and f"ocpp.password_file {tmp_path / 'pw'}" in r.stderr
+    (tmp_path / "pw").write_text("# passwords\nCP002:abc\n")
+    r = subprocess.run([sys.executable, "-m", "youxu.controller.cli", "check-config", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no password for CP001" in r.stderr
+    (tmp_path / "pw").write_text("CP001:s3cret\n")
+    r = subprocess.run([sys.executable, "-m", "youxu.controller.cli", "check-config", str(f)],
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, "-m", "youxu.controller.cli", "device", "list", "--json"],
                        capture_output=True, text=True, timeout=60)

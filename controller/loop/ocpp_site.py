@@ -3,10 +3,9 @@ safe currents and passwords."""
 
 from __future__ import annotations
 
-from youxu.config.errors import UserError
 from youxu.controller.siteconfig import SiteConfig
 from youxu.drivers.clock import Clock
-from youxu.drivers.ocpp_central import CentralSettings, CentralSystem, ChargePointSpec, EventFn, parse_passwords
+from youxu.drivers.ocpp_central import CentralSettings, CentralSystem, ChargePointSpec, EventFn
 from youxu.drivers.transport import parse_device_url
 
 
@@ -30,17 +29,8 @@ def build_central(cfg: SiteConfig, clock: Clock, on_event: EventFn | None = None
         return None
     o = cfg.ocpp
     assert o is not None  # the config validator asks for the section when a pile speaks OCPP
-    passwords: dict[str, str] | None = None
-    if o.password_file is not None:
-        try:
-            passwords = parse_passwords(o.password_file.read_text(encoding="utf-8"), str(o.password_file))
-        except OSError as exc:
-            raise UserError(f"ocpp.password_file {o.password_file}: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise UserError(f"ocpp.password_file {exc}") from None
-        missing = [cp.id for cp in cps if cp.id not in passwords]
-        if o.security_profile in (1, 2) and missing:
-            raise UserError(f"ocpp.password_file {o.password_file}: no password for {', '.join(missing)}")
+    passwords = o.passwords([cp.id for cp in cps])
+    o.check_tls()
     host, port = o.host_port
     settings = CentralSettings(host=host, port=port, versions=tuple(o.versions), security_profile=o.security_profile,
                                passwords=passwords, cert_file=str(o.cert_file) if o.cert_file else None,
