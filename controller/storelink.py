@@ -6,8 +6,9 @@ and the metrics see only the protocols and records here, so a database is never 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from youxu.controller.gridlink import TickReport
 
@@ -55,7 +56,7 @@ class StoreHealth(Protocol):
 class Recorder(EventRecorder, StoreHealth, Protocol):
     """The store as the fast loop sees it: everything queued, nothing waits on the database."""
 
-    def tick(self, r: TickReport, finished: list | None = None, base_phase_kw: object = None,
+    def tick(self, r: TickReport, finished: list | None = None, base_phase_kw: Sequence[float] | None = None,
              meter_ok: bool = True) -> None: ...
 
     def loop_stats(self, row: dict) -> None: ...
@@ -132,5 +133,5 @@ class DispatchStore(SeqStore, CommandStore, Protocol):
     def close(self) -> None: ...
 
 
-def with_state(rec: StoredCommand, state: str, now_s: float, **changes: object) -> StoredCommand:
-    return replace(rec, state=state, updated_s=now_s, **changes)  # type: ignore[arg-type]
+def with_state(rec: StoredCommand, state: str, now_s: float, **changes: Any) -> StoredCommand:
+    return replace(rec, state=state, updated_s=now_s, **changes)

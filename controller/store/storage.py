@@ -20,6 +20,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,10 +141,10 @@ class Store:
             q.append((table, row))
         self._idle.clear()
 
-    def tick(self, r: TickReport, finished: list[SessionRecord] | None = None, base_phase_kw: object = None,
-             meter_ok: bool = True) -> None:
+    def tick(self, r: TickReport, finished: list[SessionRecord] | None = None,
+             base_phase_kw: Sequence[float] | None = None, meter_ok: bool = True) -> None:
         ph = r.phase_kw or (None, None, None)
-        bp = (None, None, None) if base_phase_kw is None else tuple(float(x) for x in base_phase_kw)  # type: ignore
+        bp = (None, None, None) if base_phase_kw is None else tuple(float(x) for x in base_phase_kw)
         values = (r.total_kw, r.base_kw, r.ev_kw, ph[0], ph[1], ph[2], bp[0], bp[1], bp[2])
         row = {"t_s": r.t_s, "limit_kw": finite(r.limit_kw), "tick_ms": r.tick_ms, "meter_ok": int(meter_ok)}
         row.update(zip(("total_kw", "base_kw", "ev_kw", "l1_kw", "l2_kw", "l3_kw", "base_l1_kw", "base_l2_kw",
