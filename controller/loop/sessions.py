@@ -7,7 +7,7 @@ applies to the session on its pile, or to the next one that starts within the bo
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 import numpy as np
 
@@ -192,8 +192,10 @@ class SessionTracker:
         return out
 
     def to_state(self) -> dict:
-        return {"sessions": {k: asdict(v) for k, v in self.sessions.items()},
-                "pending": {k: asdict(v) for k, v in self.pending.items()}}
+        # flat records of plain values: a shallow copy of each is the state (asdict's deep copy of every
+        # value took ~0.5 ms a session, 100 ms in one tick at 200 piles)
+        return {"sessions": {k: dict(vars(v)) for k, v in self.sessions.items()},
+                "pending": {k: dict(vars(v)) for k, v in self.pending.items()}}
 
     def restore(self, state: dict) -> None:
         """Read back `to_state()` as saved (JSON: infinities come back as null, fields may have been added)."""
