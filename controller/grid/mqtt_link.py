@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +27,7 @@ import numpy as np
 from youxu.config.errors import UserError
 from youxu.controller.grid.arbitration import dispatch_limits
 from youxu.controller.grid.bookings import PileInfo, parse_booking
+from youxu.controller.grid.cadence import Cadence
 from youxu.controller.grid.commands import Ack, CommandBook, CommandRecord, Transition
 from youxu.controller.grid.dispatch_schema import Rejection, decode_json_object, parse_rfc3339
 from youxu.controller.grid.intake import CommandIntake
@@ -112,7 +112,8 @@ class MqttGridLink:
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="youxu-dispatch-db")
         self._bookings: list[Booking] = []
         self._status = "online"
-        self._last_telemetry_s = -math.inf
+        # due on a grid of telemetry periods; a tick up to half a fast-loop period early counts as on time
+        self._telemetry = Cadence(self.m.telemetry_period_s, cfg.control.period_s / 2.0)
         self._pile_sent: dict[str, dict[str, Any]] = {}
         self.alarms = AlarmWatch(cfg.phase_limits_kw())
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -146,8 +147,7 @@ class MqttGridLink:
             self._check_link(report.t_s)
             self._alarms(report)
             self._pile_states(report)
-            if report.t_s - self._last_telemetry_s >= self.m.telemetry_period_s:
-                self._last_telemetry_s = report.t_s
+            if self._telemetry.due(report.t_s):
                 active = self.limits(np.array([report.t_s])).active_command_ids
                 self.conn.publish(Outbound(self.topics.telemetry, to_json(telemetry_payload(report, active, self.tz)),
                                            qos=0), "telemetry")
