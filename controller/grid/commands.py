@@ -6,11 +6,14 @@
                         └─────────────────┴─────► cancelled   (a `cancel` ended it)
 
 Acknowledgements come out of the transitions: `received` on admission, `applied` (with the
-measured `achieved_kw`, or reason `INFEASIBLE`) once a tick shows the site within the command or
-the grace time has passed (for a setpoint, at least the time the controller needs to plan with
-it), then the final state. Supersession: a new limit or setpoint from the
-same issuer with the same scope whose window overlaps an older one ends the older one at the
-new one's start. The book is pure: times are passed in, nothing is published or stored here.
+measured `achieved_kw`, or reason `INFEASIBLE`) once a tick shows the site within the command, or
+shows it outside a limit while settled (decided with the limit in force, every pile already at
+what that decision tells it: as close as physics allows), or the grace time has passed (for a
+setpoint, at least the time the controller needs to plan with it), then the final state. A tick
+that did not measure what the command is about (meter or piles unread) judges nothing.
+Supersession: a new limit or setpoint from the same issuer with the same scope whose window
+overlaps an older one ends the older one at the new one's start. The book is pure: times are
+passed in, nothing is published or stored here.
 """
 
 from __future__ import annotations
@@ -227,8 +230,11 @@ class CommandBook:
         for rec in self.open.values():
             if rec.state != "active" or rec.applied_s is not None or rec.cmd.type not in ("limit", "setpoint"):
                 continue
-            measured = report.total_kw if rec.cmd.scope == "site" else report.ev_kw
-            if measured is None or not math.isfinite(measured):
+            if rec.cmd.scope == "site":
+                measured = report.total_kw if report.meter_ok else None
+            else:
+                measured = None if report.unreachable_piles else report.ev_kw
+            if measured is None or not math.isfinite(measured):  # not measured this tick: nothing to judge
                 continue
             within = self._within(rec, t, measured, winner_id)
             if within is None:
@@ -238,6 +244,10 @@ class CommandBook:
             if within:
                 reason = None
             elif report.t_s - since_s >= grace_s:
+                reason = INFEASIBLE
+            elif rec.cmd.type == "limit" and report.settled and report.t_s >= since_s:
+                # decided with the limit in force, and the piles already draw what that decision tells
+                # them: this is as close as physics allows, no point waiting out the grace time
                 reason = INFEASIBLE
             else:
                 continue

@@ -32,7 +32,7 @@ from youxu.controller.loop.loopstats import LoopStats, StatsWindow
 from youxu.controller.loop.meterguard import MeterGuard
 from youxu.controller.loop.safemode import ENTER, SafeMode
 from youxu.controller.loop.sessions import PileObservation, SessionTracker
-from youxu.controller.loop.siteio import Readings, SiteIO
+from youxu.controller.loop.siteio import LOWER_TOL_KW, RAISE_TOL_KW, Readings, SiteIO
 from youxu.controller.loop.storewatch import StorageWatch
 from youxu.controller.loop.ticker import Ticker, steady_source
 from youxu.controller.siteconfig import SiteConfig
@@ -246,7 +246,7 @@ class FastLoop:
         if over and (self.stats.consecutive_overruns == 1 or self.stats.deadline_misses % 100 == 0):
             log.warning("tick took %.1f ms (budget %.0f ms); %d misses so far", tick_ms, self.budget_ms,
                         self.stats.deadline_misses)
-        report = self._report(t_s, snap, sp, limit_kw, r, tick_ms, safe_now)
+        report = self._report(t_s, snap, sp, limit_kw, r, tick_ms, safe_now, told)
         self.last_report = report
         self._after(report, snap, over, plan_ms, fallback)
         return report
@@ -306,8 +306,20 @@ class FastLoop:
                 del self.device_errors[key]
                 self.alarm("device_restored", f"{key.split(':')[0]} answers again", device=key.split(":")[0])
 
+    def settled(self, snap: Snapshot, told_kw: np.ndarray, sp: np.ndarray) -> bool:
+        """Whether every reachable pile draws what it was told before this tick (a car may draw less)
+        and this tick's setpoint for it is the same: nothing the controller does will move the site."""
+        on = snap.pile_online
+        told, new, kw = told_kw[on], sp[on], snap.pile_kw[on]
+        if np.isnan(told).any():  # never written, or the last write failed: not known to be settled
+            return False
+        tol = self.cfg.control.pile_tolerance_kw
+        same = (new >= told - LOWER_TOL_KW) & (new <= told + RAISE_TOL_KW)
+        follows = (kw <= np.maximum(told, 0.0) + tol) & (kw >= np.minimum(told, 0.0) - tol)
+        return bool((same & follows).all())
+
     def _report(self, t_s: float, snap: Snapshot, sp: np.ndarray, limit_kw: float, r: Readings,
-                tick_ms: float, safe_mode: bool) -> TickReport:
+                tick_ms: float, safe_mode: bool, told_kw: np.ndarray | None = None) -> TickReport:
         ids = self.piles.ids
         ev = float(snap.pile_kw.sum())
         ph = snap.meter_phase_kw
@@ -320,7 +332,9 @@ class FastLoop:
             pile_power_kw=dict(zip(ids, np.round(snap.pile_kw, 3).tolist(), strict=True)),
             pile_session=dict(zip(ids, snap.sessions.ids, strict=True)),
             pile_energy_kwh=dict(zip(ids, np.round(snap.sessions.energy_delivered_kwh, 3).tolist(), strict=True)),
-            tick_ms=tick_ms, safe_mode=safe_mode,
+            tick_ms=tick_ms, safe_mode=safe_mode, meter_ok=snap.meter_ok,
+            unreachable_piles=tuple(pid for pid, on in zip(ids, snap.pile_online, strict=True) if not on),
+            settled=told_kw is not None and self.settled(snap, told_kw, sp),
         )
 
     # ---- the loop ------------------------------------------------------------------
