@@ -138,25 +138,37 @@ class FastLoop:
             meter_phase = base_phase + pile_kw @ share
             meter_kw = float(base_phase.sum() + pile_kw.sum()) if a.state == "unknown" else a.base_kw + pile_kw.sum()
             if entered is not None:
-                self._meter_alarm(entered, a.base_kw)
+                self._meter_alarm(entered, a.base_kw, t_s)
         return Snapshot(t_s=t_s, meter_kw=meter_kw, meter_phase_kw=meter_phase, pile_kw=pile_kw,
                         pile_online=online, pile_plugged=plugged, sessions=self.tracker.arrays(),
                         meter_ok=r.meter is not None, fixed_kw=fixed)
 
-    def _meter_alarm(self, state: str, assumed_kw: float) -> None:
+    def _meter_alarm(self, state: str, assumed_kw: float, t_s: float) -> None:
         g = self.meter_guard
         if state == "held":
             self.alarm("meter_lost", f"transformer meter unreadable; holding the last household load plus "
                        f"{g.margin_kw:g} kW for {g.grace_s:g} s", assumed_base_kw=round(assumed_kw, 3))
         elif state == "safe":
-            limit = self.controller.site.import_kw - self.controller.site.margin_kw
+            held_kw, ev_kw, limit_kw = self._import_limits(t_s)  # the tightest in force: transformer or dispatch
+            ev_limit_kw = max(0.0, min(held_kw - assumed_kw, ev_kw))
             self.alarm("meter_safe_limit", f"transformer meter still unreadable; piles limited to "
-                       f"{max(0.0, limit - assumed_kw):.1f} kW in all (the highest recent household load "
-                       f"plus {g.margin_kw:g} kW assumed)", assumed_base_kw=round(assumed_kw, 3),
-                       ev_limit_kw=round(max(0.0, limit - assumed_kw), 3))
+                       f"{ev_limit_kw:.1f} kW in all (the highest recent household load plus {g.margin_kw:g} kW "
+                       f"assumed, under a site limit of {limit_kw:.1f} kW)", assumed_base_kw=round(assumed_kw, 3),
+                       ev_limit_kw=round(ev_limit_kw, 3), limit_kw=round(limit_kw, 3))
         else:
             self.alarm("meter_safe_limit", "transformer meter unreadable and no recent reading: piles paused",
                        ev_limit_kw=0.0)
+
+    def _import_limits(self, t_s: float) -> tuple[float, float, float]:
+        """The import limits in force at `t_s`: (site as the safety layer holds it, margin off; EV sum;
+        the site's tightest limit as reported)."""
+        try:
+            limits, limit_kw = self.controller.hard_limits(t_s)
+            return limits.import_kw, limits.ev_import_kw, limit_kw
+        except Exception:
+            log.exception("dispatch limits unavailable; transformer limits only")
+            s = self.controller.site
+            return s.import_kw - s.margin_kw, float("inf"), s.import_kw
 
     # ---- deciding ------------------------------------------------------------------
     def _safe_decision(self, snap: Snapshot) -> tuple[np.ndarray, float]:
