@@ -161,3 +161,36 @@ async def test_flood_of_500_commands_all_received_within_the_second_replays_refu
         assert store.last_seq("flood-dms") == 100_000 + N - 1 and len(store.open_commands()) == 1
     finally:
         grid.close()
+
+
+async def test_copies_within_one_flood_are_answered_with_the_previous_ack(make_link, mqtt_broker: Broker,
+                                                                          tmp_path: Path) -> None:
+    """A command and its copies published back to back (handled in one batch): the first is received,
+    every copy gets that ack marked duplicate, nothing is admitted twice."""
+    store = SqlDispatchStore(make_engine(f"sqlite:///{tmp_path / 'youxu.sqlite'}"))
+    link = await make_link(store=store)
+    site = f"youxu/v1/{link.site_id}"
+    grid = Timed(mqtt_broker.port, f"{site}/dispatch/ack", _received_key)
+    try:
+        cmds = [command(link.clock.now(), seq=7_000 + i, issuer="copy-dms") for i in range(20)]
+        burst: list[tuple[str, str]] = []
+        for c in cmds:
+            burst += [(c["command_id"], json.dumps(c))] * 3
+        infos = [grid.c.publish(f"{site}/dispatch", p, qos=1) for _k, p in burst]
+        for i in infos:
+            await asyncio.get_running_loop().run_in_executor(None, i.wait_for_publish, 10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with grid.lock:
+                acks = [json.loads(p) for p in grid.payloads]
+            if sum(1 for a in acks if a.get("duplicate")) >= 2 * len(cmds):
+                break
+            await asyncio.sleep(0.05)
+        for c in cmds:
+            mine = [a for a in acks if a["command_id"] == c["command_id"]]
+            dup = [a for a in mine if a.get("duplicate")]
+            assert [a["status"] for a in mine if not a.get("duplicate") and a["status"] == "received"] == ["received"]
+            assert len(dup) == 2 and all(a["status"] in ("received", "superseded") for a in dup), mine
+        assert store.last_seq("copy-dms") == 7_000 + len(cmds) - 1
+    finally:
+        grid.close()

@@ -86,18 +86,23 @@ class CommandIntake:
             self.seq_cache[rec.cmd.issuer] = max(self.seq_cache.get(rec.cmd.issuer, -1), rec.cmd.seq)
 
     async def commands(self, items: Sequence[Incoming], now_s: float) -> list[Verdict]:
-        """`command` for a batch in arrival order, with one store round trip to look the batch's ids
-        up and one transaction that accepts all it admits, so a flood costs a few round trips per
-        drain, not several per command. The verdicts are the ones `command` gives one at a time: a
-        command_id seen twice in the batch is handled after the first is stored; a store that fails
-        mid-batch has stored nothing (one transaction), and the batch is handled one at a time."""
-        checked: list[Verdict | DispatchCommand] = [self._check(it, now_s) for it in items]
+        """`command` for the batch's first items in arrival order, with one store round trip to look
+        their ids up and one transaction that accepts all it admits, so a flood costs a few round
+        trips per drain, not several per command. Returns the verdicts of `items[:n]` (n >= 1), the
+        ones `command` gives one at a time; the caller answers them and hands the rest in again. The
+        batch stops before a command_id it already holds: that copy is a duplicate, to be answered
+        with the first one's ack once that is sent and stored. A store that fails mid-batch has
+        stored nothing (one transaction), and the batch is handled one at a time."""
+        checked: list[Verdict | DispatchCommand] = []
         seen: set[str] = set()
-        for k, c in enumerate(checked):
+        for it in items:
+            c = self._check(it, now_s)
             if isinstance(c, DispatchCommand):
-                if c.command_id in seen:  # the second copy is a duplicate of the first: after it is stored
-                    return await self.commands(items[:k], now_s) + await self.commands(items[k:], now_s)
+                if c.command_id in seen:
+                    break
                 seen.add(c.command_id)
+            checked.append(c)
+        items = items[:len(checked)]
         assert self.store is not None
         store = self.store
         try:

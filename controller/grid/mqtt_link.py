@@ -238,6 +238,7 @@ class MqttGridLink:
 
     async def _db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self._loop is not None
+        self._flush_writes()  # the store's one worker runs in order: what was written before is read back
         return await self._loop.run_in_executor(self._db, fn, *args)
 
     def _db_submit(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -390,23 +391,25 @@ class MqttGridLink:
         if not items:
             return
         now = self.clock.now()
-        try:
-            verdicts = await self.intake.commands(items, now)
-        except Exception:  # something in the batch the batch cannot take: each on its own, as it fares
-            if len(items) == 1:
-                raise
-            log.exception("grid link: a batch of %d commands failed; one at a time", len(items))
-            for it in items:
-                try:
-                    await self._on_commands([it])
-                except Exception:
-                    log.exception("grid link: message on %s failed", it.msg.topic)
-            return
-        for it, v in zip(items, verdicts, strict=True):
+        while items:
             try:
-                self._answer(it.msg, v, now)
-            except Exception:  # one answer that cannot be sent never holds up the others
-                log.exception("grid link: answering the message on %s failed", it.msg.topic)
+                verdicts = await self.intake.commands(items, now)
+            except Exception:  # something in the batch the batch cannot take: each on its own, as it fares
+                if len(items) == 1:
+                    raise
+                log.exception("grid link: a batch of %d commands failed; one at a time", len(items))
+                for it in items:
+                    try:
+                        await self._on_commands([it])
+                    except Exception:
+                        log.exception("grid link: message on %s failed", it.msg.topic)
+                return
+            for it, v in zip(items, verdicts, strict=False):
+                try:
+                    self._answer(it.msg, v, now)
+                except Exception:  # one answer that cannot be sent never holds up the others
+                    log.exception("grid link: answering the message on %s failed", it.msg.topic)
+            items = items[len(verdicts):]  # from a copy of a command in the batch on: answered after it
 
     def _answer(self, msg: Inbound, v: Verdict, now: float) -> None:
         if v.rejection is not None:
