@@ -23,6 +23,7 @@ from tests.site_processes import (
 )
 from youxu.controller.grid.commands import INFEASIBLE, CommandBook, CommandRecord
 from youxu.controller.grid.dispatch_schema import DispatchCommand, parse_rfc3339, validate_command
+from youxu.controller.gridlink import TickReport
 
 BASE_KW = 100.0  # the scenario's households
 GRACE_S = 30.0  # mqtt.apply_grace_s, the config default
@@ -79,12 +80,29 @@ def _limit(book: CommandBook, import_max_kw: float, **kw: object) -> str:
     return c.command_id
 
 
+def _tick(t_s: float, total_kw: float, told_kw: float, draws_kw: float, **kw: object) -> TickReport:
+    """Two piles told `told_kw` each and drawing `draws_kw` each, households the rest."""
+    r = report(t_s, total_kw, 2 * draws_kw, pile_status={"P001": "charging", "P002": "charging"})
+    return replace(r, setpoints_kw={"P001": told_kw, "P002": told_kw},
+                   pile_power_kw={"P001": draws_kw, "P002": draws_kw}, **kw)  # type: ignore[arg-type]
+
+
 def test_a_settled_site_outside_a_limit_is_infeasible_at_once_an_unsettled_one_waits() -> None:
     book = CommandBook(apply_grace_s=GRACE_S)
     _limit(book, 50.0)
-    assert book.check_applied(replace(report(T0 + 1, 142.0, 42.0), settled=False)) == []  # piles still ramping
-    out = book.check_applied(replace(report(T0 + 2, 100.0, 0.0), settled=True))
+    assert book.check_applied(_tick(T0 + 1, 114.0, 0.0, 7.0, settled=False)) == []  # piles still ramping down
+    out = book.check_applied(_tick(T0 + 2, 100.0, 0.0, 0.0, settled=True))
     assert [(a.status, a.reason, a.achieved_kw) for _r, a in out] == [("applied", INFEASIBLE, 100.0)]
+
+
+def test_settled_within_tolerance_but_projected_within_the_limit_is_not_infeasible() -> None:
+    """Cars a little over what they were told (within the pile tolerance) keep the site just over the
+    limit for a moment; the decision projects the site within it: wait, it gets there."""
+    book = CommandBook(apply_grace_s=GRACE_S)
+    cid = _limit(book, 110.0)
+    assert book.check_applied(_tick(T0 + 1, 110.8, 4.0, 4.4, settled=True)) == []  # projected 110.0
+    out = book.check_applied(_tick(T0 + 2, 108.0, 4.0, 4.0, settled=True))
+    assert [(a.command_id, a.reason, a.achieved_kw) for _r, a in out] == [(cid, None, 108.0)]
 
 
 def test_a_settled_tick_from_before_the_command_judges_nothing() -> None:
