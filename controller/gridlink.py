@@ -50,6 +50,11 @@ class TickReport:
     pile_energy_kwh: dict[str, float] = field(default_factory=dict)
     tick_ms: float = 0.0
     safe_mode: bool = False
+    meter_ok: bool = True  # False: the meter was not read this tick, total/base/phase are assumed values
+    unreachable_piles: tuple[str, ...] = ()  # piles not read this tick: their power is not a measurement
+    # every pile the site can steer draws what it was told before this tick (or less) and this tick's
+    # decision tells it the same: the measurement is as close to any limit as the controller takes it
+    settled: bool = False
 
 
 class GridLink(Protocol):

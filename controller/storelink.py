@@ -130,6 +130,23 @@ class DispatchStore(SeqStore, CommandStore, Protocol):
         """Atomically: advance the issuer's seq to `rec.seq` and save `rec`; False if seq is not above."""
         ...
 
+    def accept_batch(self, recs: Sequence[StoredCommand]) -> list[bool]:
+        """`accept` for each of `recs` in order, all in one transaction (a later one sees the seqs and ids
+        the earlier ones stored); nothing is stored if it raises."""
+        ...
+
+    def find_commands(self, command_ids: Sequence[str]) -> dict[str, StoredCommand]:
+        """The stored commands among `command_ids`, by id."""
+        ...
+
+    def last_acks(self, command_ids: Sequence[str]) -> dict[str, StoredAck]:
+        """The last ack stored for each of `command_ids` that has one."""
+        ...
+
+    def write_batch(self, commands: Sequence[StoredCommand], acks: Sequence[StoredAck]) -> None:
+        """`save_command` for each of `commands` and `record_ack` for each of `acks`, in one transaction."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -121,9 +121,10 @@ async def test_telemetry_every_period_with_the_contract_keys(make_link, grid: Gr
     assert len(msgs) == 2
     tel = msgs[0].json()
     assert set(tel) == {"schema", "at", "total_kw", "base_kw", "ev_kw", "phase_kw", "limit_kw", "active_commands",
-                        "piles"}
+                        "piles", "stale"} and tel["stale"] == []
     assert tel["schema"] == TELEMETRY_SCHEMA and tel["total_kw"] == 300.0 and tel["limit_kw"] == 420.0
-    assert set(tel["phase_kw"]) == {"L1", "L2", "L3"} and tel["piles"] == {"charging": 1, "idle": 1, "faulted": 0}
+    assert set(tel["phase_kw"]) == {"L1", "L2", "L3"} and tel["piles"] == {"charging": 1, "idle": 1, "faulted": 0,
+                                                                                   "unreachable": 0}
     assert tel["active_commands"] == [cmd["command_id"]]
     assert msgs[1].json()["total_kw"] == 310.0
 

@@ -6,11 +6,15 @@
                         └─────────────────┴─────► cancelled   (a `cancel` ended it)
 
 Acknowledgements come out of the transitions: `received` on admission, `applied` (with the
-measured `achieved_kw`, or reason `INFEASIBLE`) once a tick shows the site within the command or
-the grace time has passed (for a setpoint, at least the time the controller needs to plan with
-it), then the final state. Supersession: a new limit or setpoint from the
-same issuer with the same scope whose window overlaps an older one ends the older one at the
-new one's start. The book is pure: times are passed in, nothing is published or stored here.
+measured `achieved_kw`, or reason `INFEASIBLE`) once a tick shows the site within the command, or
+shows it outside a limit while settled (decided with the limit in force, every pile already at
+what that decision tells it, and the load that decision projects outside too: as close as
+physics allows), or the grace time has passed (for a setpoint, at least the time the controller
+needs to plan with it), then the final state. A tick that did not measure what the command is
+about (meter or piles unread) judges nothing.
+Supersession: a new limit or setpoint from the same issuer with the same scope whose window
+overlaps an older one ends the older one at the new one's start. The book is pure: times are
+passed in, nothing is published or stored here.
 """
 
 from __future__ import annotations
@@ -227,8 +231,11 @@ class CommandBook:
         for rec in self.open.values():
             if rec.state != "active" or rec.applied_s is not None or rec.cmd.type not in ("limit", "setpoint"):
                 continue
-            measured = report.total_kw if rec.cmd.scope == "site" else report.ev_kw
-            if measured is None or not math.isfinite(measured):
+            if rec.cmd.scope == "site":
+                measured = report.total_kw if report.meter_ok else None
+            else:
+                measured = None if report.unreachable_piles else report.ev_kw
+            if measured is None or not math.isfinite(measured):  # not measured this tick: nothing to judge
                 continue
             within = self._within(rec, t, measured, winner_id)
             if within is None:
@@ -238,6 +245,11 @@ class CommandBook:
             if within:
                 reason = None
             elif report.t_s - since_s >= grace_s:
+                reason = INFEASIBLE
+            elif (rec.cmd.type == "limit" and report.settled and report.t_s >= since_s
+                  and self._within(rec, t, measured + _steering_kw(report), winner_id) is False):
+                # decided with the limit in force, the piles already draw what that decision tells them,
+                # and even that decision leaves the site outside: as close as physics allows
                 reason = INFEASIBLE
             else:
                 continue
@@ -260,6 +272,12 @@ class CommandBook:
         ok_imp = math.isnan(imp) or measured <= imp + self.limit_tolerance_kw
         ok_exp = math.isnan(exp) or measured >= -exp - self.limit_tolerance_kw
         return ok_imp and ok_exp
+
+
+def _steering_kw(report: TickReport) -> float:
+    """What the tick's setpoints change from what the reachable piles draw now (projected less measured)."""
+    gone = set(report.unreachable_piles)
+    return sum(sp - report.pile_power_kw.get(pid, 0.0) for pid, sp in report.setpoints_kw.items() if pid not in gone)
 
 
 def replay(arrivals: Iterable[tuple[float, DispatchCommand]]) -> list[InForce]:

@@ -3,9 +3,11 @@
 Threads and tasks:
 - paho's network thread receives; `_from_network` hands each message to the asyncio loop
   (`call_soon_threadsafe` onto an `asyncio.Queue`);
-- one asyncio task handles messages in arrival order: validation, duplicate and sequence checks
-  (the store runs on a single worker thread, so the database never blocks the loop), the
-  `received` acknowledgement straight from this path, bookings, heartbeats;
+- one asyncio task handles messages in arrival order, as many at a time as have arrived:
+  validation, duplicate and sequence checks (the store runs on a single worker thread, so the
+  database never blocks the loop; a batch costs one lookup and one accepting transaction), the
+  `received` acknowledgements as soon as that transaction is committed, bookings, heartbeats;
+  what the transitions and acks change is written behind them, one transaction per loop turn;
 - `after_tick` (called by the fast loop) and a twice-a-second housekeeping task drive the command
   state machine (`applied`, `completed`, ...), link-loss detection, telemetry, pile state, events;
 - a publisher thread in `youxu.drivers.mqtt_link` feeds paho; nothing here waits for the broker.
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,9 +28,10 @@ import numpy as np
 from youxu.config.errors import UserError
 from youxu.controller.grid.arbitration import dispatch_limits
 from youxu.controller.grid.bookings import PileInfo, parse_booking
+from youxu.controller.grid.cadence import Cadence
 from youxu.controller.grid.commands import Ack, CommandBook, CommandRecord, Transition
 from youxu.controller.grid.dispatch_schema import Rejection, decode_json_object, parse_rfc3339
-from youxu.controller.grid.intake import CommandIntake
+from youxu.controller.grid.intake import CommandIntake, Incoming, Verdict
 from youxu.controller.grid.link_watch import FALLBACK_ENDED, LINK_LOST, LINK_RESTORED, LinkWatch
 from youxu.controller.grid.payloads import (
     event_payload,
@@ -42,7 +44,7 @@ from youxu.controller.grid.payloads import (
 from youxu.controller.grid.site_alarms import AlarmWatch
 from youxu.controller.gridlink import Booking, DispatchLimits, TickReport
 from youxu.controller.siteconfig import SiteConfig
-from youxu.controller.storelink import DispatchStore, EventRecorder, StoredAck
+from youxu.controller.storelink import DispatchStore, EventRecorder, StoredAck, StoredCommand
 from youxu.drivers.clock import Clock
 from youxu.drivers.mqtt_link import Inbound, MqttConnection, MqttSettings, Outbound
 from youxu.drivers.mqtt_topics import SiteTopics, classify_topic
@@ -50,6 +52,7 @@ from youxu.drivers.mqtt_topics import SiteTopics, classify_topic
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 0.5
+MAX_BATCH = 500  # messages handled together at most (a flood is drained in batches of this)
 
 
 def _version() -> str:
@@ -98,13 +101,18 @@ class MqttGridLink:
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="youxu-dispatch-db")
         self._bookings: list[Booking] = []
         self._status = "online"
-        self._last_telemetry_s = -math.inf
+        # due on a grid of telemetry periods; a tick up to half a fast-loop period early counts as on time
+        self._telemetry = Cadence(self.m.telemetry_period_s, cfg.control.period_s / 2.0)
         self._pile_sent: dict[str, dict[str, Any]] = {}
         self.alarms = AlarmWatch(cfg.phase_limits_kw())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[Inbound] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.acks_published = 0
+        self._writes_lock = threading.Lock()  # commands and acks to store, written together
+        self._pending_commands: dict[str, StoredCommand] = {}
+        self._pending_acks: list[StoredAck] = []
+        self._flush_scheduled = False
         settings = MqttSettings.from_section(self.m, self.site_id)
         will = Outbound(self.topics.status, to_json(status_payload("offline", clock.now(), self.tz, self.version)),
                         qos=1, retain=True)
@@ -132,8 +140,7 @@ class MqttGridLink:
             self._check_link(report.t_s)
             self._alarms(report)
             self._pile_states(report)
-            if report.t_s - self._last_telemetry_s >= self.m.telemetry_period_s:
-                self._last_telemetry_s = report.t_s
+            if self._telemetry.due(report.t_s):
                 active = self.limits(np.array([report.t_s])).active_command_ids
                 self.conn.publish(Outbound(self.topics.telemetry, to_json(telemetry_payload(report, active, self.tz)),
                                            qos=0), "telemetry")
@@ -181,6 +188,7 @@ class MqttGridLink:
         offline = Outbound(self.topics.status,
                            to_json(status_payload("offline", self.clock.now(), self.tz, self.version)), retain=True)
         await asyncio.get_running_loop().run_in_executor(None, lambda: self.conn.stop(final=offline))
+        self._flush_writes()
         await asyncio.get_running_loop().run_in_executor(None, lambda: self._db.shutdown(wait=True))
         if self._owns_store and self.store is not None:
             self.store.close()
@@ -216,6 +224,7 @@ class MqttGridLink:
 
     async def _db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self._loop is not None
+        self._flush_writes()  # the store's one worker runs in order: what was written before is read back
         return await self._loop.run_in_executor(self._db, fn, *args)
 
     def _db_submit(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -238,15 +247,44 @@ class MqttGridLink:
             self.conn.publish(Outbound(rt, data, qos=1, correlation_data=corr), "reliable")
         self.acks_published += 1
         if self.store is not None:
-            self._db_submit(self.store.record_ack,
-                            StoredAck(ack.command_id, ack.status, ack.reason, ack.at_s, data.decode()))
+            self._write(ack=StoredAck(ack.command_id, ack.status, ack.reason, ack.at_s, data.decode()))
 
     def _save(self, rec: CommandRecord, now_s: float) -> None:
-        store = self.store
-        if store is None:  # not started: nothing was accepted that needs saving
+        if self.store is None:  # not started: nothing was accepted that needs saving
             return
-        stored = rec.to_stored(now_s)
-        self._db_submit(store.save_command, stored)
+        self._write(command=rec.to_stored(now_s))
+
+    def _write(self, command: StoredCommand | None = None, ack: StoredAck | None = None) -> None:
+        """Queue a command's new state or an ack for the store: everything queued in one turn of the
+        loop goes in one transaction (a command saved twice in it, as it was last)."""
+        with self._writes_lock:
+            if command is not None:
+                self._pending_commands.pop(command.command_id, None)
+                self._pending_commands[command.command_id] = command
+            if ack is not None:
+                self._pending_acks.append(ack)
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._flush_writes()
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            loop.call_soon(self._flush_writes)
+        else:
+            loop.call_soon_threadsafe(self._flush_writes)
+
+    def _flush_writes(self) -> None:
+        with self._writes_lock:
+            commands, acks = list(self._pending_commands.values()), self._pending_acks
+            self._pending_commands, self._pending_acks, self._flush_scheduled = {}, [], False
+        if self.store is not None and (commands or acks):
+            self._db_submit(self.store.write_batch, commands, acks)
 
     def _emit(self, transitions: list[Transition], now_s: float) -> None:
         for rec, ack in transitions:
@@ -297,24 +335,37 @@ class MqttGridLink:
     async def _consume(self) -> None:
         assert self._inbox is not None
         while True:
-            msg = await self._inbox.get()
+            batch = [await self._inbox.get()]
+            while len(batch) < MAX_BATCH and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
             try:
-                await self._handle(msg)
+                await self._handle(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("grid link: message on %s failed", msg.topic)
+                log.exception("grid link: messages on %s failed", sorted({m.topic for m in batch}))
             finally:
-                self.conn.ack(msg)
+                for msg in batch:
+                    self.conn.ack(msg)
 
-    async def _handle(self, msg: Inbound) -> None:
-        kind, site, pile = classify_topic(msg.topic)
-        if kind in ("dispatch", "default"):
-            await self._on_command(msg, kind, site)
-        elif kind == "heartbeat":
-            self._on_heartbeat(msg)
-        elif kind == "session_request" and pile is not None:
-            self._on_booking(msg, pile)
+    async def _handle(self, batch: list[Inbound]) -> None:
+        """The messages in arrival order; consecutive commands together."""
+        commands: list[Incoming] = []
+        for msg in batch:
+            kind, site, pile = classify_topic(msg.topic)
+            if kind in ("dispatch", "default"):
+                commands.append(Incoming(msg, kind, site))
+                continue
+            await self._on_commands(commands)
+            commands = []
+            try:
+                if kind == "heartbeat":
+                    self._on_heartbeat(msg)
+                elif kind == "session_request" and pile is not None:
+                    self._on_booking(msg, pile)
+            except Exception:
+                log.exception("grid link: message on %s failed", msg.topic)
+        await self._on_commands(commands)
 
     # ---- incoming ----------------------------------------------------------------------------
     def _reject(self, rej: Rejection, msg: Inbound, now_s: float) -> None:
@@ -322,9 +373,31 @@ class MqttGridLink:
         ack = Ack(rej.command_id, "rejected", now_s, reason=rej.reason, field=rej.field, detail=rej.detail)
         self._publish_ack(ack, response_topic=msg.response_topic, correlation=msg.correlation_data)
 
-    async def _on_command(self, msg: Inbound, role: str, topic_site: str | None) -> None:
+    async def _on_commands(self, items: list[Incoming]) -> None:
+        if not items:
+            return
         now = self.clock.now()
-        v = await self.intake.command(msg, role, topic_site, now)
+        while items:
+            try:
+                verdicts = await self.intake.commands(items, now)
+            except Exception:  # something in the batch the batch cannot take: each on its own, as it fares
+                if len(items) == 1:
+                    raise
+                log.exception("grid link: a batch of %d commands failed; one at a time", len(items))
+                for it in items:
+                    try:
+                        await self._on_commands([it])
+                    except Exception:
+                        log.exception("grid link: message on %s failed", it.msg.topic)
+                return
+            for it, v in zip(items, verdicts, strict=False):
+                try:
+                    self._answer(it.msg, v, now)
+                except Exception:  # one answer that cannot be sent never holds up the others
+                    log.exception("grid link: answering the message on %s failed", it.msg.topic)
+            items = items[len(verdicts):]  # from a copy of a command in the batch on: answered after it
+
+    def _answer(self, msg: Inbound, v: Verdict, now: float) -> None:
         if v.rejection is not None:
             self._reject(v.rejection, msg, now)
         if v.previous_ack is not None:

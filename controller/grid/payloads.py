@@ -1,7 +1,8 @@
 """What the site publishes to the grid: telemetry, status, pile state and event payloads.
 
 Pure builders from a `TickReport` (and the site's time zone); JSON-ready dicts with the exact
-keys of contract section 4. Non-finite numbers become null.
+keys of contract section 4 (plus compatible extensions: `stale`, `piles.unreachable`). Non-finite
+numbers become null, and so do values the tick did not measure.
 """
 
 from __future__ import annotations
@@ -32,25 +33,42 @@ def to_json(obj: dict[str, Any]) -> bytes:
 
 
 def pile_counts(r: TickReport) -> dict[str, int]:
-    statuses = list(r.pile_status.values())
+    """Piles by state; one that did not answer this tick is counted faulted (and unreachable), never
+    by the state it last reported."""
+    unreachable = set(r.unreachable_piles)
+    statuses = [s for pid, s in r.pile_status.items() if pid not in unreachable]
     charging = sum(s == "charging" for s in statuses)
-    faulted = sum(s == "fault" for s in statuses)
-    return {"charging": charging, "idle": len(statuses) - charging - faulted, "faulted": faulted}
+    fault = sum(s == "fault" for s in statuses)
+    return {"charging": charging, "idle": len(statuses) - charging - fault, "faulted": fault + len(unreachable),
+            "unreachable": len(unreachable)}
+
+
+def stale_fields(r: TickReport) -> list[str]:
+    """The telemetry values this tick did not measure: the meter's without a meter reading, the EV
+    sum (and the household load, which is the meter less it) with a pile unread."""
+    out = [] if r.meter_ok else ["total_kw", "base_kw", "phase_kw"]
+    if r.unreachable_piles:
+        out += [f for f in ("base_kw", "ev_kw") if f not in out]
+    return out
 
 
 def telemetry_payload(r: TickReport, active_command_ids: Sequence[str], tz: tzinfo) -> dict[str, Any]:
-    ph = r.phase_kw
+    """`youxu.telemetry/1`; a value not measured this tick is null and named in `stale` (an extension:
+    an assumed value is never passed off as a measurement)."""
+    stale = stale_fields(r)
+    ph = None if "phase_kw" in stale else r.phase_kw
     return {
         "schema": TELEMETRY_SCHEMA,
         "at": format_rfc3339(r.t_s, tz),
-        "total_kw": kw(r.total_kw),
-        "base_kw": kw(r.base_kw),
-        "ev_kw": kw(r.ev_kw),
+        "total_kw": None if "total_kw" in stale else kw(r.total_kw),
+        "base_kw": None if "base_kw" in stale else kw(r.base_kw),
+        "ev_kw": None if "ev_kw" in stale else kw(r.ev_kw),
         "phase_kw": {"L1": kw(ph[0]) if ph else None, "L2": kw(ph[1]) if ph else None,
                      "L3": kw(ph[2]) if ph else None},
         "limit_kw": kw(r.limit_kw),
         "active_commands": list(active_command_ids),
         "piles": pile_counts(r),
+        "stale": stale,
     }
 
 
@@ -67,6 +85,12 @@ def event_payload(kind: str, message: str, t_s: float, tz: tzinfo, fields: dict[
 
 
 def pile_state_payload(pile_id: str, r: TickReport, tz: tzinfo) -> dict[str, Any]:
+    """A pile's state; one that did not answer this tick is `unknown`, its power null and `stale`."""
+    if pile_id in r.unreachable_piles:
+        return {"schema": PILE_STATE_SCHEMA, "pile_id": pile_id, "at": format_rfc3339(r.t_s, tz), "status": "unknown",
+                "power_kw": None, "energy_kwh": kw(r.pile_energy_kwh.get(pile_id)),
+                "session": r.pile_session.get(pile_id), "setpoint_kw": kw(r.setpoints_kw.get(pile_id)),
+                "stale": True}
     return {
         "schema": PILE_STATE_SCHEMA,
         "pile_id": pile_id,
@@ -76,6 +100,7 @@ def pile_state_payload(pile_id: str, r: TickReport, tz: tzinfo) -> dict[str, Any
         "energy_kwh": kw(r.pile_energy_kwh.get(pile_id)),
         "session": r.pile_session.get(pile_id),
         "setpoint_kw": kw(r.setpoints_kw.get(pile_id)),
+        "stale": False,
     }
 
 

@@ -45,6 +45,8 @@ class AlarmWatch:
         return [Alarm("safe_mode_cleared", "the controller left safe mode")]
 
     def _overload(self, r: TickReport) -> list[Alarm]:
+        if not r.meter_ok:  # the site's load is an assumption this tick: neither an overload nor its end
+            return []
         over = math.isfinite(r.limit_kw) and r.total_kw > r.limit_kw + OVERLOAD_TOLERANCE_KW
         phases: list[str] = []
         if r.phase_kw is not None and self.phase_limits_kw is not None:

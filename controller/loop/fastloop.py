@@ -32,7 +32,7 @@ from youxu.controller.loop.loopstats import LoopStats, StatsWindow
 from youxu.controller.loop.meterguard import MeterGuard
 from youxu.controller.loop.safemode import ENTER, SafeMode
 from youxu.controller.loop.sessions import PileObservation, SessionTracker
-from youxu.controller.loop.siteio import Readings, SiteIO
+from youxu.controller.loop.siteio import LOWER_TOL_KW, RAISE_TOL_KW, Readings, SiteIO
 from youxu.controller.loop.storewatch import StorageWatch
 from youxu.controller.loop.ticker import Ticker, steady_source
 from youxu.controller.siteconfig import SiteConfig
@@ -138,25 +138,37 @@ class FastLoop:
             meter_phase = base_phase + pile_kw @ share
             meter_kw = float(base_phase.sum() + pile_kw.sum()) if a.state == "unknown" else a.base_kw + pile_kw.sum()
             if entered is not None:
-                self._meter_alarm(entered, a.base_kw)
+                self._meter_alarm(entered, a.base_kw, t_s)
         return Snapshot(t_s=t_s, meter_kw=meter_kw, meter_phase_kw=meter_phase, pile_kw=pile_kw,
                         pile_online=online, pile_plugged=plugged, sessions=self.tracker.arrays(),
                         meter_ok=r.meter is not None, fixed_kw=fixed)
 
-    def _meter_alarm(self, state: str, assumed_kw: float) -> None:
+    def _meter_alarm(self, state: str, assumed_kw: float, t_s: float) -> None:
         g = self.meter_guard
         if state == "held":
             self.alarm("meter_lost", f"transformer meter unreadable; holding the last household load plus "
                        f"{g.margin_kw:g} kW for {g.grace_s:g} s", assumed_base_kw=round(assumed_kw, 3))
         elif state == "safe":
-            limit = self.controller.site.import_kw - self.controller.site.margin_kw
+            held_kw, ev_kw, limit_kw = self._import_limits(t_s)  # the tightest in force: transformer or dispatch
+            ev_limit_kw = max(0.0, min(held_kw - assumed_kw, ev_kw))
             self.alarm("meter_safe_limit", f"transformer meter still unreadable; piles limited to "
-                       f"{max(0.0, limit - assumed_kw):.1f} kW in all (the highest recent household load "
-                       f"plus {g.margin_kw:g} kW assumed)", assumed_base_kw=round(assumed_kw, 3),
-                       ev_limit_kw=round(max(0.0, limit - assumed_kw), 3))
+                       f"{ev_limit_kw:.1f} kW in all (the highest recent household load plus {g.margin_kw:g} kW "
+                       f"assumed, under a site limit of {limit_kw:.1f} kW)", assumed_base_kw=round(assumed_kw, 3),
+                       ev_limit_kw=round(ev_limit_kw, 3), limit_kw=round(limit_kw, 3))
         else:
             self.alarm("meter_safe_limit", "transformer meter unreadable and no recent reading: piles paused",
                        ev_limit_kw=0.0)
+
+    def _import_limits(self, t_s: float) -> tuple[float, float, float]:
+        """The import limits in force at `t_s`: (site as the safety layer holds it, margin off; EV sum;
+        the site's tightest limit as reported)."""
+        try:
+            limits, limit_kw = self.controller.hard_limits(t_s)
+            return limits.import_kw, limits.ev_import_kw, limit_kw
+        except Exception:
+            log.exception("dispatch limits unavailable; transformer limits only")
+            s = self.controller.site
+            return s.import_kw - s.margin_kw, float("inf"), s.import_kw
 
     # ---- deciding ------------------------------------------------------------------
     def _safe_decision(self, snap: Snapshot) -> tuple[np.ndarray, HardLimits, float]:
@@ -243,7 +255,7 @@ class FastLoop:
         if over and (self.stats.consecutive_overruns == 1 or self.stats.deadline_misses % 100 == 0):
             log.warning("tick took %.1f ms (budget %.0f ms); %d misses so far", tick_ms, self.budget_ms,
                         self.stats.deadline_misses)
-        report = self._report(t_s, snap, sp, limits, limit_kw, r, tick_ms, safe_now)
+        report = self._report(t_s, snap, sp, limits, limit_kw, r, tick_ms, safe_now, told)
         self.last_report = report
         self._after(report, snap, over, plan_ms, fallback)
         return report
@@ -303,8 +315,20 @@ class FastLoop:
                 del self.device_errors[key]
                 self.alarm("device_restored", f"{key.split(':')[0]} answers again", device=key.split(":")[0])
 
+    def settled(self, snap: Snapshot, told_kw: np.ndarray, sp: np.ndarray) -> bool:
+        """Whether every reachable pile draws what it was told before this tick (a car may draw less)
+        and this tick's setpoint for it is the same: nothing the controller does will move the site."""
+        on = snap.pile_online
+        told, new, kw = told_kw[on], sp[on], snap.pile_kw[on]
+        if np.isnan(told).any():  # never written, or the last write failed: not known to be settled
+            return False
+        tol = self.cfg.control.pile_tolerance_kw
+        same = (new >= told - LOWER_TOL_KW) & (new <= told + RAISE_TOL_KW)
+        follows = (kw <= np.maximum(told, 0.0) + tol) & (kw >= np.minimum(told, 0.0) - tol)
+        return bool((same & follows).all())
+
     def _report(self, t_s: float, snap: Snapshot, sp: np.ndarray, limits: HardLimits, limit_kw: float,
-                r: Readings, tick_ms: float, safe_mode: bool) -> TickReport:
+                r: Readings, tick_ms: float, safe_mode: bool, told_kw: np.ndarray | None = None) -> TickReport:
         ids = self.piles.ids
         ev = float(snap.pile_kw.sum())
         ph = snap.meter_phase_kw
@@ -317,7 +341,9 @@ class FastLoop:
             pile_power_kw=dict(zip(ids, np.round(snap.pile_kw, 3).tolist(), strict=True)),
             pile_session=dict(zip(ids, snap.sessions.ids, strict=True)),
             pile_energy_kwh=dict(zip(ids, np.round(snap.sessions.energy_delivered_kwh, 3).tolist(), strict=True)),
-            tick_ms=tick_ms, safe_mode=safe_mode,
+            tick_ms=tick_ms, safe_mode=safe_mode, meter_ok=snap.meter_ok,
+            unreachable_piles=tuple(pid for pid, on in zip(ids, snap.pile_online, strict=True) if not on),
+            settled=told_kw is not None and self.settled(snap, told_kw, sp),
         )
 
     # ---- the loop ------------------------------------------------------------------

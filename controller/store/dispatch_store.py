@@ -4,17 +4,21 @@ Two implementations of one small protocol: `MemoryDispatchStore` (tests, simulat
 `SqlDispatchStore` (SQLAlchemy 2.x; SQLite by default, PostgreSQL in larger installs). The link
 calls the store off the control loop (a single worker thread), so a slow database never delays
 a tick; `accept` is atomic so that a command is stored if and only if its issuer's sequence
-number moved past it, and a replay after a restart is refused.
+number moved past it, and a replay after a restart is refused. A flood is taken in batches:
+`accept_batch` decides a batch in order in one transaction, `write_batch` stores what the
+transitions and acks changed in one more.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Engine,
     Float,
     Integer,
@@ -23,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     insert,
     select,
@@ -64,13 +69,33 @@ class MemoryDispatchStore:
             self._commands[rec.command_id] = rec
             return True
 
+    def accept_batch(self, recs: Sequence[StoredCommand]) -> list[bool]:
+        with self._lock:
+            out = []
+            for rec in recs:
+                ok = rec.command_id not in self._commands and self._advance(rec.issuer, rec.seq)
+                if ok:
+                    self._commands[rec.command_id] = rec
+                out.append(ok)
+            return out
+
     def save_command(self, rec: StoredCommand) -> None:
         with self._lock:
             self._commands[rec.command_id] = rec
 
+    def write_batch(self, commands: Sequence[StoredCommand], acks: Sequence[StoredAck]) -> None:
+        with self._lock:
+            for rec in commands:
+                self._commands[rec.command_id] = rec
+            self._acks.extend(acks)
+
     def find_command(self, command_id: str) -> StoredCommand | None:
         with self._lock:
             return self._commands.get(command_id)
+
+    def find_commands(self, command_ids: Sequence[str]) -> dict[str, StoredCommand]:
+        with self._lock:
+            return {c: self._commands[c] for c in command_ids if c in self._commands}
 
     def open_commands(self) -> list[StoredCommand]:
         with self._lock:
@@ -87,6 +112,15 @@ class MemoryDispatchStore:
                 if ack.command_id == command_id:
                     return ack
         return None
+
+    def last_acks(self, command_ids: Sequence[str]) -> dict[str, StoredAck]:
+        wanted = set(command_ids)
+        out: dict[str, StoredAck] = {}
+        with self._lock:
+            for ack in self._acks:
+                if ack.command_id in wanted:
+                    out[ack.command_id] = ack
+        return out
 
     def acks(self) -> list[StoredAck]:
         with self._lock:
@@ -133,6 +167,15 @@ issuer_seqs_table = Table(
     Column("last_seq", BigInteger, nullable=False),
     Column("updated_s", Float, nullable=False),
 )
+
+
+class _Conflict(Exception):
+    """An issuer's seq changed under a batch (another writer): the batch is rolled back."""
+
+
+def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+    """`items` in slices small enough for any database's limit on bound parameters."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _row_to_command(row: object) -> StoredCommand:
@@ -210,19 +253,91 @@ class SqlDispatchStore:
         except IntegrityError:  # same command_id stored already, or a concurrent first insert of the issuer
             return False
 
-    def save_command(self, rec: StoredCommand) -> None:
+    def accept_batch(self, recs: Sequence[StoredCommand]) -> list[bool]:
+        """In one transaction: the batch's ids and issuers' seqs read once, decided in order, the accepted
+        commands inserted together and each issuer's seq moved once, only from the value read (so a
+        writer in between makes the transaction fail, and the batch goes one command at a time)."""
+        if not recs:
+            return []
+        c, t = commands_table.c, issuer_seqs_table
+        try:
+            with self.engine.begin() as conn:
+                known: set[str] = set()
+                for chunk in _chunks(list(dict.fromkeys(r.command_id for r in recs))):
+                    known.update(conn.execute(select(c.command_id).where(c.command_id.in_(chunk))).scalars())
+                read: dict[str, int] = {}
+                for chunk in _chunks(list(dict.fromkeys(r.issuer for r in recs))):
+                    q = select(t.c.issuer, t.c.last_seq).where(t.c.issuer.in_(chunk))
+                    if conn.dialect.name == "postgresql":
+                        q = q.with_for_update()
+                    read.update((i, int(s)) for i, s in conn.execute(q).all())
+                seqs, out, rows = dict(read), [], []
+                for rec in recs:
+                    ok = rec.command_id not in known and (rec.issuer not in seqs or rec.seq > seqs[rec.issuer])
+                    if ok:
+                        known.add(rec.command_id)
+                        seqs[rec.issuer] = rec.seq
+                        rows.append(_command_values(rec))
+                    out.append(ok)
+                at_s = max(r.received_s for r in recs)
+                for issuer, seq in seqs.items():
+                    if issuer not in read:
+                        conn.execute(insert(t).values(issuer=issuer, last_seq=seq, updated_s=at_s))
+                    elif seq != read[issuer]:
+                        res = conn.execute(update(t).where(t.c.issuer == issuer, t.c.last_seq == read[issuer])
+                                           .values(last_seq=seq, updated_s=at_s))
+                        if res.rowcount != 1:
+                            raise _Conflict(issuer)
+                if rows:
+                    conn.execute(insert(commands_table), rows)
+                return out
+        except (IntegrityError, _Conflict):  # another writer got in between (nothing was stored): one at a time
+            return [self.accept(rec) for rec in recs]
+
+    @staticmethod
+    def _save(conn: Connection, rec: StoredCommand) -> None:
         values = _command_values(rec)
+        res = conn.execute(update(commands_table).where(commands_table.c.command_id == rec.command_id).values(**values))
+        if res.rowcount == 0:
+            conn.execute(insert(commands_table).values(**values))
+
+    def save_command(self, rec: StoredCommand) -> None:
         with self.engine.begin() as conn:
-            res = conn.execute(
-                update(commands_table).where(commands_table.c.command_id == rec.command_id).values(**values)
-            )
-            if res.rowcount == 0:
-                conn.execute(insert(commands_table).values(**values))
+            self._save(conn, rec)
+
+    def write_batch(self, commands: Sequence[StoredCommand], acks: Sequence[StoredAck]) -> None:
+        if not commands and not acks:
+            return
+        c = commands_table.c
+        last = {rec.command_id: rec for rec in commands}  # a command saved twice: as it was last
+        with self.engine.begin() as conn:
+            known: set[str] = set()
+            for chunk in _chunks(list(last)):
+                known.update(conn.execute(select(c.command_id).where(c.command_id.in_(chunk))).scalars())
+            updates = [{"b_id": cid, **_command_values(rec)} for cid, rec in last.items() if cid in known]
+            inserts = [_command_values(rec) for cid, rec in last.items() if cid not in known]
+            if updates:
+                conn.execute(update(commands_table).where(c.command_id == bindparam("b_id")), updates)
+            if inserts:
+                conn.execute(insert(commands_table), inserts)
+            if acks:
+                conn.execute(insert(acks_table), [
+                    {"command_id": a.command_id, "status": a.status, "reason": a.reason, "at_s": a.at_s,
+                     "payload": a.payload} for a in acks])
 
     def find_command(self, command_id: str) -> StoredCommand | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(commands_table).where(commands_table.c.command_id == command_id)).first()
         return None if row is None else _row_to_command(row)
+
+    def find_commands(self, command_ids: Sequence[str]) -> dict[str, StoredCommand]:
+        out: dict[str, StoredCommand] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(command_ids))):
+                for row in conn.execute(select(commands_table).where(commands_table.c.command_id.in_(chunk))):
+                    rec = _row_to_command(row)
+                    out[rec.command_id] = rec
+        return out
 
     def open_commands(self) -> list[StoredCommand]:
         t = commands_table
@@ -246,6 +361,14 @@ class SqlDispatchStore:
             return None
         m = row._mapping
         return StoredAck(m["command_id"], m["status"], m["reason"], m["at_s"], m["payload"])
+
+    def last_acks(self, command_ids: Sequence[str]) -> dict[str, StoredAck]:
+        out: dict[str, StoredAck] = {}
+        for cid in dict.fromkeys(command_ids):  # duplicates are rare: one indexed query each
+            ack = self.last_ack(cid)
+            if ack is not None:
+                out[cid] = ack
+        return out
 
     def close(self) -> None:
         self.engine.dispose()
