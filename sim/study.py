@@ -35,6 +35,7 @@ INSTALL_HINT = "sim study needs Ray and pyarrow: pip install 'youxu[study]'"
 LOCAL_CPUS = 2
 OBJECT_STORE_BYTES = 200 * 1024 ** 2
 FLUSH_S = 5.0
+CONNECT_TIMEOUT_S = 10.0
 RESULTS = "results.parquet"
 FAILURES = "failures.json"
 SUMMARY = "summary.md"
@@ -128,6 +129,7 @@ def ray_session(address: str | None) -> Any:
 
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address:
+        check_reachable(address)
         kwargs["address"] = address
     else:
         kwargs.update(num_cpus=max(1, min(LOCAL_CPUS, os.cpu_count() or 1)), include_dashboard=False,
@@ -141,6 +143,23 @@ def ray_session(address: str | None) -> Any:
         yield ray
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """UserError unless something accepts a TCP connection at a `host:port` (or `ray://host:port`) address:
+    Ray itself waits minutes for a cluster that is not there. `auto` (a cluster on this node) is Ray's to find."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    if hostport == "auto":
+        return
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"--ray-address: {address!r} is not host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"--ray-address: no Ray cluster at {address} ({exc.strerror or exc})") from None
 
 
 def _error_text(exc: BaseException) -> str:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +123,61 @@ def test_study_reports_a_bad_row_keeps_the_others_and_resumes(tmp_path: Path,
     # nothing missing: a third run runs nothing
     rc, res, _ = study(path, out, capsys)
     assert (rc, res["tasks_kept"], res["tasks_run"]) == (0, 26, 0)
+
+
+# a Ray instance of its own in another process, as a cluster the study connects to; it stops when its
+# stdin closes (and is killed if it does not)
+CLUSTER = """
+import logging, sys, ray
+ctx = ray.init(num_cpus=1, include_dashboard=False, object_store_memory=100 * 1024 ** 2, logging_level=logging.WARNING)
+print(ctx.address_info["gcs_address"], flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[tuple[str, subprocess.Popen]]:
+    proc = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        address = proc.stdout.readline().strip()
+        assert address, "the Ray instance did not start"
+        yield address, proc
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_study_runs_on_an_existing_ray_cluster(tmp_path: Path, ray_cluster: tuple[str, subprocess.Popen]) -> None:
+    address, proc = ray_cluster
+    write_sites(tmp_path / "sites.csv", tiny_sites(2))
+    # the instance uses Ray's token authentication: a client connecting by address names the mode before
+    # Ray starts (the token is ~/.ray/auth_token, the same here), as a user does on the command line
+    done = subprocess.run([sys.executable, "-m", "youxu.controller.cli", "sim", "study", "--sites",
+                           str(tmp_path / "sites.csv"), "--strategies", "llf", "--out", str(tmp_path / "out"),
+                           "--step-s", "900", "--ray-address", address, "--json"],
+                          env={**os.environ, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(done.stdout)
+    assert (res["tasks_run"], res["failures"]) == (2, [])
+    assert set(by_task(tmp_path / "out" / "results.parquet")) == {("T00", "llf"), ("T01", "llf")}
+    assert proc.poll() is None  # the study disconnected; the cluster is not its to stop
+
+
+def test_a_ray_address_with_nothing_there_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    write_sites(tmp_path / "sites.csv", tiny_sites(1))
+    rc = main(["sim", "study", "--sites", str(tmp_path / "sites.csv"), "--strategies", "llf", "--out",
+               str(tmp_path / "out"), "--ray-address", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.splitlines() == [f"youxu: error: --ray-address: no Ray cluster at 127.0.0.1:{port} "
+                                            "(Connection refused)"]
 
 
 def test_without_ray_the_command_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
