@@ -217,9 +217,12 @@ def run_study(sites: Path, strategies: list[str], out: Path, params: StudyParams
             failures.append(Failure(task.row.site_id, task.strategy, task.row.line, error))
             bar.note(f"{task.row.site_id} {task.strategy}: failed: {error}")
 
-        with ray_session(ray_address) as ray:
-            run_tasks(ray, todo, params, on_row, on_failure, bar)
-    if results or results_path.exists():
+        try:
+            with ray_session(ray_address) as ray:
+                run_tasks(ray, todo, params, on_row, on_failure, bar)
+        finally:  # stopped (Ctrl-C) or not, every row that came in is kept for the rerun
+            write_results(results_path, list(results.values()))
+    elif results or results_path.exists():
         write_results(results_path, list(results.values()))
     outcome = StudyOutcome(tasks_total=len(tasks), tasks_kept=len(kept), tasks_run=len(todo),
                            rows=sorted(results.values(), key=lambda r: (r["site_id"], r["strategy"])),

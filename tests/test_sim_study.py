@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -123,6 +124,32 @@ def test_study_reports_a_bad_row_keeps_the_others_and_resumes(tmp_path: Path,
     # nothing missing: a third run runs nothing
     rc, res, _ = study(path, out, capsys)
     assert (rc, res["tasks_kept"], res["tasks_run"]) == (0, 26, 0)
+
+
+def test_a_stopped_study_keeps_its_rows_and_the_rerun_does_the_rest(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    sites, out = tmp_path / "sites.csv", tmp_path / "study"
+    write_sites(sites, tiny_sites())
+    proc = subprocess.Popen([sys.executable, "-m", "youxu.controller.cli", "sim", "study", "--sites", str(sites),
+                             "--strategies", "uncontrolled,llf", "--out", str(out), "--step-s", "900", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "results.parquet").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # rows are on disk while the study goes on
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    kept = by_task(out / "results.parquet")
+    assert 1 <= len(kept) < 24
+    rc, res, _ = study(sites, out, capsys)
+    assert rc == 0 and (res["tasks_kept"], res["tasks_run"]) == (len(kept), 24 - len(kept))
+    again = by_task(out / "results.parquet")
+    assert len(again) == 24 and all(again[k] == r for k, r in kept.items())
 
 
 # a Ray instance of its own in another process, as a cluster the study connects to; it stops when its
