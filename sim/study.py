@@ -36,6 +36,7 @@ LOCAL_CPUS = 2
 OBJECT_STORE_BYTES = 200 * 1024 ** 2
 FLUSH_S = 5.0
 CONNECT_TIMEOUT_S = 10.0
+POLL_S = 0.5
 RESULTS = "results.parquet"
 FAILURES = "failures.json"
 SUMMARY = "summary.md"
@@ -178,7 +179,8 @@ def run_tasks(ray: Any, tasks: list[Task], params: StudyParams, on_row: Callable
     done = 0
     progress(0, len(tasks))
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        # whatever finished within the poll (one list of the pending per poll, not per task: studies are long)
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_S)
         for ref in ready:
             task = pending.pop(ref)
             try:

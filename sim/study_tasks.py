@@ -43,9 +43,6 @@ class SiteRow:
     seed: int
     line: int = 0  # line in the sites file, for messages
 
-    def describe(self) -> str:
-        return f"line {self.line} (site {self.site_id})"
-
 
 @dataclass(frozen=True)
 class StudyParams:
