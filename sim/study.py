@@ -238,11 +238,13 @@ def run_study(sites: Path, strategies: list[str], out: Path, params: StudyParams
 
 
 # ---- summary and plots ---------------------------------------------------------
-def _quantiles(values: list[float]) -> str:
+def _quantiles(values: list[float], percent: bool = False) -> str:
     if not values:
         return "—"
     q = np.percentile(np.asarray(values, dtype=float), [10, 50, 90])
-    return f"{q[0]:.3g} / {q[1]:.3g} / {q[2]:.3g}"
+    if percent:
+        return " / ".join(f"{100 * x:.1f} %" for x in q)
+    return " / ".join(f"{x:.3g}" for x in q)
 
 
 def strategy_summary(rows: list[dict], strategies: list[str]) -> dict[str, dict]:
@@ -276,8 +278,9 @@ def summary_markdown(o: StudyOutcome, strategies: list[str], params: StudyParams
         mine = [r for r in o.rows if r["strategy"] == s]
         req = sum(r["energy_requested_kwh"] for r in mine)
         served = f"{sum(r['energy_delivered_kwh'] for r in mine) / req:.2%}" if req > 0 else "—"
+        reduction = _quantiles([r["peak_reduction"] for r in mine], percent=True)
         lines.append(f"| `{s}` | {len(mine)} | {_quantiles([r['max_evs'] for r in mine])} | "
-                     f"{sum(r['max_evs'] for r in mine)} | {_quantiles([r['peak_reduction'] for r in mine])} | "
+                     f"{sum(r['max_evs'] for r in mine)} | {reduction} | "
                      f"{sum(1 for r in mine if r['limit_violation_steps'] > 0)} | {served} |")
     if o.failures:
         lines += ["", "## Failures", "", "| line | site | strategy | error |", "|---:|---|---|---|"]
