@@ -184,9 +184,11 @@ def run_tasks(ray: Any, tasks: list[Task], params: StudyParams, on_row: Callable
         for ref in ready:
             task = pending.pop(ref)
             try:
-                on_row(ray.get(ref))
+                row = ray.get(ref)
             except Exception as exc:  # one site's failure is reported, the others go on
                 on_failure(task, _error_text(exc))
+            else:
+                on_row(row)
             done += 1
         progress(done, len(tasks))
 
