@@ -158,14 +158,18 @@ class ScheduleRows:
 
 
 def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], None] | None = None,
-                 on_rows: RowsFn | None = None) -> RunResult:
+                 on_rows: RowsFn | None = None, until_s: int | None = None) -> RunResult:
     """Simulate `sc` under `strategy`; the offline yardstick is solved over the whole scenario.
 
     `on_rows` receives the schedule rows (step, session, kW; by step then pile) as they become
-    final, a block every `ROWS_EVERY` steps."""
+    final, a block every `ROWS_EVERY` steps. With `until_s` the run stops there: the steps from it
+    on are not simulated (no rows, zero limits), though the scenario (its sessions' departures,
+    what the controller is told) goes on; a part of a long run (`youxu.sim.chunked`)."""
     t_wall = time.perf_counter()
     phys = SitePhysics(sc)
     n_steps, n = sc.n_steps, phys.piles.n
+    if until_s is not None:
+        n_steps = min(n_steps, -(-int(until_s) // sc.step_s))
     base_phase = sc.base_phase_kw()
     base_total = base_phase.sum(axis=1)
     share = phys.piles.phase_share
@@ -173,7 +177,7 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
     online.flags.writeable = False  # one array for every snapshot
     epoch0 = sc.start.timestamp()
     dt_h = sc.step_s / 3600.0
-    limit_kw = np.zeros(n_steps)
+    limit_kw = np.zeros(sc.n_steps)
     rows = ScheduleRows(sc)
     plan_ms: list[float] = []
     fallbacks = 0
@@ -186,8 +190,8 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
         t0 = time.perf_counter()
         schedule = offline_schedule(sc)  # (n_sessions, n_steps) kW
         plan_ms.append((time.perf_counter() - t0) * 1e3)
-        d = scenario_dispatch_fn(sc)(epoch0 + sc.step_times_s())
-        limit_kw[:] = np.minimum(sc.site.limit_kw, d.site_import_max_kw)
+        d = scenario_dispatch_fn(sc)(epoch0 + sc.step_times_s()[:n_steps])
+        limit_kw[:n_steps] = np.minimum(sc.site.limit_kw, d.site_import_max_kw)
     else:
         controller = make_controller(sc, strategy, phys)
     plugs = PlugTimeline(phys)

@@ -27,6 +27,7 @@ STREAM_HOMES, STREAM_FLEET, STREAM_PILES, STREAM_SESSIONS, STREAM_DISPATCH = 1, 
 FOLLOW_FLEET = -1  # pile count: one per private car plus shared piles for the others
 HISTORY_DAYS = 7  # the meter history written before `start` (what a running daemon has in its database)
 HISTORY_RESOLUTION_S = 900
+STEP_S = 60  # the models' own step; a coarser simulation step averages over it
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -48,6 +49,8 @@ def generate_scenario(
     events: GridEventParams | None = None,
     tariff: TouTariff | None = None,
     history_days: int = HISTORY_DAYS,
+    transformer_kva: float | None = None,
+    step_s: int = STEP_S,
 ) -> Scenario:
     """A scenario for the named preset (see `preset_names()`), starting at local noon.
 
@@ -58,8 +61,12 @@ def generate_scenario(
     values), `tariff` the default Beijing time-of-use tariff; `dispatch=False` leaves commands out.
     `history_days` of the same homes' load before `start` go into `base_load_history` (15-minute
     means, the meter history a running controller forecasts from; 0 for none, and none with a CSV).
+    `transformer_kva` replaces the preset's rating (limits follow it); `step_s` (a multiple of a
+    minute that divides a day) coarsens the simulation step, see `coarsen`.
     """
     p, chosen = resolve_preset(preset, season)
+    p = _with_rating(p, transformer_kva)
+    _check_step(step_s)
     if days < 1:
         raise ValueError(f"days must be at least 1 (got {days})")
     if history_days < 0:
@@ -75,12 +82,13 @@ def generate_scenario(
     if events is not None:
         p = replace(p, events=events)
     return _build(p, chosen, seed, n_homes, piles, days, pen, base_load_csv, base_load_scale, dispatch,
-                  tariff or beijing_tou(), history_days)
+                  tariff or beijing_tou(), history_days, step_s)
 
 
 def scenario_at_penetration(
     preset: str, penetration: float, seed: int = 1, days: int = 1, season: str | None = None,
     households: int | None = None, dispatch: bool = False, history_days: int = HISTORY_DAYS,
+    transformer_kva: float | None = None, step_s: int = STEP_S,
 ) -> Scenario:
     """The preset's community with `penetration` cars per home, everything else the same.
 
@@ -89,16 +97,33 @@ def scenario_at_penetration(
     pile per 2.5 other cars). For hosting-capacity studies; dispatch commands are off by default.
     """
     p, chosen = resolve_preset(preset, season)
+    p = _with_rating(p, transformer_kva)
+    _check_step(step_s)
     n_homes = households if households is not None else p.households
+    if n_homes < 1:
+        raise ValueError(f"households must be at least 1 (got {n_homes})")
     return _build(p, chosen, seed, n_homes, FOLLOW_FLEET, days, float(penetration), None, 1.0, dispatch,
-                  beijing_tou(), history_days)
+                  beijing_tou(), history_days, step_s)
+
+
+def _with_rating(p: Preset, transformer_kva: float | None) -> Preset:
+    if transformer_kva is None:
+        return p
+    if not transformer_kva > 0:
+        raise ValueError(f"transformer_kva must be positive (got {transformer_kva})")
+    return replace(p, transformer_kva=float(transformer_kva))
+
+
+def _check_step(step_s: int) -> None:
+    if step_s < STEP_S or step_s % STEP_S or 86400 % step_s:
+        raise ValueError(f"step_s must be a multiple of {STEP_S} s that divides a day (got {step_s})")
 
 
 def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: int, penetration: float,
            base_load_csv: str | Path | None, base_load_scale: float, with_dispatch: bool,
-           tariff: TouTariff, history_days: int = 0) -> Scenario:
+           tariff: TouTariff, history_days: int = 0, step_s: int = STEP_S) -> Scenario:
     start = p.start(season)
-    axis = LocalAxis(start, days * 86400, 60)
+    axis = LocalAxis(start, days * 86400, STEP_S)
     history = None
     if base_load_csv is not None:
         phase_kw = measured_phase_kw(load_measured_csv(base_load_csv), axis, scale=base_load_scale)
@@ -134,7 +159,7 @@ def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: 
         "name": f"{p.name}-{season}-{n_homes}hh-{len(pile_dicts)}piles-seed{seed}",
         "start": start.isoformat(),
         "timezone": "Asia/Shanghai",
-        "step_s": 60,
+        "step_s": STEP_S,
         "duration_s": axis.duration_s,
         "site": {
             "transformer_kva": kva,
@@ -142,7 +167,7 @@ def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: 
             "export_limit_kw": round(EXPORT_SHARE * kva, 1),
             "phase_limit_kw": {"L1": phase_limit, "L2": phase_limit, "L3": phase_limit},
         },
-        "base_load": _load_block(60, phase_kw),
+        "base_load": _load_block(STEP_S, phase_kw),
         "tariff": tariff_block(tariff, axis, 900),
         "piles": pile_dicts,
         "sessions": session_dicts,
@@ -150,7 +175,25 @@ def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: 
     }
     if history is not None:
         raw["base_load_history"] = history
+    if step_s != STEP_S:
+        raw = coarsen(raw, phase_kw, step_s)
     return Scenario.model_validate(raw)
+
+
+def coarsen(raw: dict, phase_kw: np.ndarray, step_s: int) -> dict:
+    """The same community simulated at `step_s`: the household load as its means over each step,
+    and every arrival and departure moved to the nearest step boundary (a visit shorter than half
+    a step on either side of a boundary is dropped; rounding keeps the visits on a pile apart).
+    Dispatch command times are left as they are (the engine reads them at each step)."""
+    k = step_s // STEP_S
+    sessions = []
+    for s in raw["sessions"]:
+        arr, dep = (round(s[key] / step_s) * step_s for key in ("arrival_s", "departure_s"))
+        dep = min(dep, raw["duration_s"])
+        if dep > arr:
+            sessions.append({**s, "arrival_s": arr, "departure_s": dep})
+    return {**raw, "step_s": step_s, "base_load": _load_block(step_s, phase_kw.reshape(-1, k, 3).mean(axis=1)),
+            "sessions": sessions}
 
 
 def _history_block(model: HouseholdModel, start: datetime, days: int) -> dict:

@@ -94,14 +94,17 @@ class Search:
                 "steps": [self.steps[p].to_json() for p in sorted(self.steps)]}
 
 
-def fleet_size(preset: str, seed: int, penetration: float) -> int:
-    """How many EVs the preset's community has at `penetration` cars per home (as the generator draws them)."""
+def fleet_size(preset: str, seed: int, penetration: float, households: int | None = None) -> int:
+    """How many EVs the preset's community (of `households` homes, if given) has at `penetration` cars per home.
+
+    As the generator draws them."""
     from youxu.sim.ev import draw_fleet
     from youxu.sim.generate import STREAM_FLEET
     from youxu.sim.presets import resolve_preset
 
     p, _ = resolve_preset(preset)
-    return int(draw_fleet(p.households, p.ev, np.random.default_rng([seed, STREAM_FLEET])).owned(penetration).size)
+    homes = p.households if households is None else households
+    return int(draw_fleet(homes, p.ev, np.random.default_rng([seed, STREAM_FLEET])).owned(penetration).size)
 
 
 @functools.lru_cache(maxsize=4)
@@ -111,21 +114,44 @@ def _scenario(preset: str, seed: int, penetration: float) -> Scenario:
     return scenario_at_penetration(preset, penetration, seed=seed)
 
 
-def hosting_step(preset: str, seed: int, strategy: str, penetration: float) -> tuple[str, Step]:
-    """One run (in a worker process): the community at `penetration` under `strategy`."""
+def evaluate_step(sc: Scenario, strategy: str, penetration: float, evs: int) -> Step:
+    """One run of the community `sc` (at `penetration`, with `evs` cars) under `strategy`."""
     from youxu.sim.engine import run_scenario
     from youxu.sim.kpis import session_targets_kwh
     from youxu.sim.outputs import result_kpis
 
-    sc = _scenario(preset, seed, penetration)
     res = run_scenario(sc, strategy)
     kpis = result_kpis(res)
     target = session_targets_kwh(sc)
     owed = float(target.sum())
     served = float(np.minimum(np.clip(res.delivered_kwh, 0.0, None), target).sum() / owed) if owed > 0 else 1.0
-    return strategy, Step(penetration=penetration, evs=fleet_size(preset, seed, penetration),
-                          violations=int(kpis["limit_violation_steps"]), served_fraction=served,
-                          peak_kw=float(kpis["peak_total_kw"]))
+    return Step(penetration=penetration, evs=evs, violations=int(kpis["limit_violation_steps"]),
+                served_fraction=served, peak_kw=float(kpis["peak_total_kw"]))
+
+
+def hosting_step(preset: str, seed: int, strategy: str, penetration: float) -> tuple[str, Step]:
+    """One run (in a worker process): the community at `penetration` under `strategy`."""
+    sc = _scenario(preset, seed, penetration)
+    return strategy, evaluate_step(sc, strategy, penetration, fleet_size(preset, seed, penetration))
+
+
+def search_capacity(strategy: str, scenario_at: Callable[[float], Scenario], evs_at: Callable[[float], int],
+                    on_step: Callable[[Step], None] | None = None) -> dict:
+    """One strategy's hosting capacity, one run after the other (`{"max_evs", "max_penetration", "steps"}`).
+
+    The same search as `hosting_capacity`, a point at a time: for a caller that runs many
+    communities in parallel itself (`youxu sim study`)."""
+    search = Search(strategy)
+    while not search.done(evs_at):
+        points = search.next_points(1)
+        if not points:  # bracket too narrow to split further
+            break
+        p = points[0]
+        step = evaluate_step(scenario_at(p), strategy, p, evs_at(p))
+        search.record(step)
+        if on_step is not None:
+            on_step(step)
+    return search.result()
 
 
 def hosting_capacity(preset: str, seed: int, strategies: list[str], progress: ProgressBar | None = None) -> dict:

@@ -15,8 +15,9 @@ from youxu.config.errors import UserError
 
 # modules that add their own command groups with `register(subparsers)`
 # (the simulator's groups by name only: the daemon never imports the simulator, and runs without it)
-COMMAND_MODULES = ("youxu.controller.cli.site", "youxu.sim.cli.demo", "youxu.sim.cli.sim", "youxu.sim.cli.bench",
-                   "youxu.controller.cli.device", "youxu.controller.cli.ocpp", "youxu.controller.cli.dispatch")
+COMMAND_MODULES = ("youxu.controller.cli.site", "youxu.sim.cli.demo", "youxu.sim.cli.sim", "youxu.sim.cli.study",
+                   "youxu.sim.cli.bench", "youxu.controller.cli.device", "youxu.controller.cli.ocpp",
+                   "youxu.controller.cli.dispatch")
 
 
 class Parser(argparse.ArgumentParser):

@@ -24,6 +24,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_loop)
 
+    p = bsub.add_parser("chunked", help="a long run as weekly chunks in parallel against one sequential run")
+    p.add_argument("--preset", default="community-630")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--households", type=int)
+    p.add_argument("--piles", type=int)
+    p.add_argument("--days", type=int, default=28)
+    p.add_argument("--step-s", type=int, default=60, help="simulation step (a multiple of 60 s that divides a day)")
+    p.add_argument("--strategy", default="llf")
+    p.add_argument("--chunk-days", type=float, default=7.0)
+    p.add_argument("--warmup-hours", type=float, default=24.0)
+    p.add_argument("--workers", type=int, help="processes for the chunks (default: one per core)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_chunked)
+
 
 def _print(result: dict, as_json: bool) -> None:
     if as_json:
@@ -47,4 +61,35 @@ def cmd_loop(args: argparse.Namespace) -> int:
     from youxu.sim.bench_loop import bench_loop
 
     _print(bench_loop(args.piles, args.seconds, args.budget_ms), args.json)
+    return 0
+
+
+def cmd_chunked(args: argparse.Namespace) -> int:
+    from youxu.config.errors import UserError
+    from youxu.sim.chunked import compare_chunked
+    from youxu.sim.engine import SIM_STRATEGIES
+    from youxu.sim.generate import generate_scenario, preset_names
+
+    if args.preset not in preset_names():
+        raise UserError(f"--preset: unknown {args.preset!r}; use one of {', '.join(preset_names())}")
+    if args.strategy not in SIM_STRATEGIES:
+        raise UserError(f"--strategy: unknown {args.strategy!r}; use one of {', '.join(SIM_STRATEGIES)}")
+    bad_workers = args.workers is not None and args.workers < 1
+    if args.days < 1 or args.chunk_days <= 0 or args.warmup_hours < 0 or bad_workers:
+        raise UserError("--days, --chunk-days and --workers must be positive, --warmup-hours not negative")
+    try:
+        sc = generate_scenario(args.preset, seed=args.seed, households=args.households, piles=args.piles,
+                               days=args.days, step_s=args.step_s)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    out = compare_chunked(sc, args.strategy, round(args.chunk_days * 86400), round(args.warmup_hours * 3600),
+                          args.workers)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    for k, v in out.items():
+        if k != "kpis":
+            print(f"{k:>18}: {v}")
+    for k, v in out["kpis"].items():
+        print(f"{k:>28}: sequential {v['sequential']}, chunked {v['chunked']} ({v['rel_diff']:+.4%})")
     return 0

@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", required=True)
     p.add_argument("--out", required=True, type=out_dir_arg)
     p.add_argument("--json", action="store_true", help="also print kpis.json to stdout (no progress bar)")
+    p.add_argument("--chunk-days", type=float,
+                   help="run as chunks of this many days in parallel processes (a long run; README: long runs "
+                        "split in time)")
+    p.add_argument("--warmup-hours", type=float, default=24.0, help="with --chunk-days: each chunk's warm-up")
     p.set_defaults(func=cmd_run)
 
     p = ssub.add_parser("serve", help="serve a scenario's meter and piles over Modbus TCP (and dispatch over MQTT)")
@@ -112,7 +116,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--strategy: unknown {args.strategy!r}; use one of {', '.join(SIM_STRATEGIES)}")
     sc = load_scenario(args.scenario)
     bar = ProgressBar(f"{args.strategy:>12}", quiet=args.json or not sys.stderr.isatty())
-    _, kpis = run_and_write(sc, args.strategy, args.out, progress=bar)
+    if args.chunk_days is not None:
+        from youxu.sim.chunked import run_chunked
+        from youxu.sim.outputs import write_outputs
+
+        if args.chunk_days <= 0 or args.warmup_hours < 0:
+            raise UserError("--chunk-days must be positive and --warmup-hours not negative")
+        res = run_chunked(sc, args.strategy, round(args.chunk_days * 86400), round(args.warmup_hours * 3600),
+                          progress=bar)
+        kpis = write_outputs(args.out, res)
+    else:
+        _, kpis = run_and_write(sc, args.strategy, args.out, progress=bar)
     if args.json:
         print(json.dumps(kpis, ensure_ascii=False))
     else:
