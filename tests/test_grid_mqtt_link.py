@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.dispatch_builders import command, report, rfc
-from tests.fixtures_mqtt import Broker, GridClient, connect_client
+from tests.fixtures_mqtt import Broker, GridClient, TcpGate, connect_client
 from tests.test_grid_mqtt import online, topic
 from youxu.controller.grid.payloads import TELEMETRY_SCHEMA
 
@@ -67,15 +67,61 @@ async def test_link_loss_without_default_uses_the_configured_fallback(make_link,
     assert link.limits(np.array([link.clock.now() + 3600])).site_import_max_kw.tolist() == [250.0]
 
 
-async def test_stale_or_retained_heartbeats_do_not_keep_the_link(make_link, grid: GridClient) -> None:
-    link = await make_link(link_loss_s=10, clock_skew_s=60)
-    await online(grid, link)
-    grid.publish(topic(link, "heartbeat"), {"at": rfc(link.clock.now() - 3600)}, qos=0)
-    grid.publish(topic(link, "heartbeat"), b"garbage", qos=0)
-    await asyncio.sleep(0.2)
-    link.clock.advance(11)
-    link.after_tick(report(link.clock.now(), 100.0, 0.0))
-    await grid.until_event("link_lost")
+async def _barrier(grid: GridClient, link) -> None:
+    """Every message the grid sent before this one has been handled: the link handles its inbox in
+    order, so the rejection of a command sent now comes after them (a rejected command does not count
+    as hearing from the grid)."""
+    junk = dict(command(link.clock.now()), priority="high")
+    grid.publish(topic(link, "dispatch"), junk)
+    ack = await grid.until_ack(junk["command_id"], "rejected")
+    assert ack["reason"] == "BAD_SCHEMA"
+
+
+@pytest.mark.parametrize("kind", ["stale", "future", "garbage", "no_at", "retained", "fresh"])
+async def test_stale_garbage_or_retained_heartbeats_do_not_keep_the_link(make_link, grid: GridClient,
+                                                                         mqtt_broker: Broker, kind: str) -> None:
+    """8 s into a 10 s link-loss timeout the grid sends one heartbeat of `kind`; 3 s later the link is
+    lost unless that heartbeat was a fresh, live one (the control case)."""
+    gate = TcpGate(mqtt_broker.port)
+    try:
+        link = await make_link(url=gate.url, link_loss_s=10, clock_skew_s=60)
+        await online(grid, link)
+        hb = topic(link, "heartbeat")
+        link.clock.advance(8)
+        now = link.clock.now()
+        if kind == "retained":
+            # retained messages reach a subscriber flagged `retain` only when it subscribes: send it while the
+            # link is away, and let the link's resubscription on reconnect deliver it
+            gate.close_gate()
+            for _ in range(250):
+                if not link.connected:
+                    break
+                await asyncio.sleep(0.02)
+            assert not link.connected
+            received = link.conn.stats.received
+            grid.publish(hb, {"at": rfc(now)}, qos=0, retain=True)
+            gate.open_gate()
+            await grid.until(lambda m: m.topic == topic(link, "status") and m.json()["state"] == "online", count=2,
+                             timeout_s=10)
+            await _barrier(grid, link)
+            assert link.conn.stats.received >= received + 2  # the retained heartbeat, then the barrier
+        else:
+            payload = {"stale": {"at": rfc(now - 3600)}, "future": {"at": rfc(now + 3600)}, "garbage": b"garbage",
+                       "no_at": {"when": rfc(now)}, "fresh": {"at": rfc(now)}}[kind]
+            grid.publish(hb, payload, qos=0)
+            await _barrier(grid, link)
+        link.clock.advance(3)  # 11 s after the last message the link accepted at start, 3 s after the heartbeat
+        link.after_tick(report(link.clock.now(), 100.0, 0.0))
+        if kind == "fresh":
+            await asyncio.sleep(0.2)
+            assert not link.link_lost and not grid.events("link_lost")
+        else:
+            lost = await grid.until_event("link_lost")
+            assert lost["silent_s"] >= 11 and link.link_lost
+    finally:
+        if kind == "retained":
+            grid.publish(topic(link, "heartbeat"), b"", qos=0, retain=True)  # clear the retained heartbeat
+        gate.shutdown()
 
 
 async def test_broker_restart_resumes_the_same_link(make_link, own_broker: Broker) -> None:
