@@ -12,6 +12,7 @@ import pytest
 from tests.dispatch_builders import command, report, rfc
 from tests.fixtures_mqtt import Broker, GridClient, TcpGate, connect_client
 from tests.test_grid_mqtt import online, topic
+from youxu.controller.grid.dispatch_schema import parse_rfc3339
 from youxu.controller.grid.payloads import TELEMETRY_SCHEMA
 
 
@@ -279,3 +280,91 @@ async def test_the_links_own_events_land_in_the_events_table(make_link, grid: Gr
         assert rows["link_lost"].t_s == pytest.approx(link.clock.now())
     finally:
         store.close()
+
+
+async def test_an_export_limit_is_applied_only_once_the_export_is_within_it(make_link, grid: GridClient) -> None:
+    """`applied` means the site is within the command: exporting 50 kW under a 20 kW export cap is not,
+    so the ack waits for the grace time and then says INFEASIBLE with what was achieved."""
+    link = await make_link(apply_grace_s=5)
+    await online(grid, link)
+    now = link.clock.now()
+    tight = command(now, import_max_kw=420.0, export_max_kw=20.0, issuer="bj-dms-export")
+    loose = command(now, import_max_kw=420.0, export_max_kw=60.0, issuer="bj-dms-export-b")
+    for c in (tight, loose):
+        grid.publish(topic(link, "dispatch"), c)
+        await grid.until_ack(c["command_id"], "received")
+    link.after_tick(report(now + 1, -50.0, -50.0))  # 50 kW export: within the 60 kW cap, not the 20 kW one
+    assert (await grid.until_ack(loose["command_id"], "applied"))["reason"] is None
+    link.after_tick(report(now + 6, -50.0, -50.0))  # the grace time has passed
+    applied = await grid.until_ack(tight["command_id"], "applied")
+    assert (applied["reason"], applied["achieved_kw"]) == ("INFEASIBLE", -50.0)
+    assert parse_rfc3339(applied["at"]) == pytest.approx(now + 6, abs=0.01)
+    assert [a["status"] for a in grid.acks(tight["command_id"])] == ["received", "applied"]
+
+
+async def test_the_default_caps_export_too(make_link, grid: GridClient) -> None:
+    """The default's export cap applies where no command is in force and everywhere once the link is
+    lost, like its import cap."""
+    link = await make_link(link_loss_s=30)
+    await online(grid, link)
+    now = link.clock.now()
+    default = command(now, import_max_kw=300.0, export_max_kw=40.0, valid_until=None, issuer="bj-dms-default")
+    grid.publish(topic(link, "default"), default, retain=True)
+    try:
+        await grid.until_ack(default["command_id"], "received")
+        cmd = command(now, import_max_kw=420.0, export_max_kw=100.0, minutes=60, issuer="bj-dms-default")
+        grid.publish(topic(link, "dispatch"), cmd)
+        await grid.until_ack(cmd["command_id"], "received")
+        t = np.array([now + 10, now + 4000])
+        lim = link.limits(t)
+        assert (lim.site_import_max_kw.tolist(), lim.site_export_max_kw.tolist()) == ([420, 300], [100, 40])
+        link.clock.advance(31)
+        link.after_tick(report(link.clock.now(), 200.0, 20.0))
+        await grid.until_event("link_lost")
+        lim = link.limits(t)
+        assert (lim.site_import_max_kw.tolist(), lim.site_export_max_kw.tolist()) == ([300, 300], [40, 40])
+    finally:
+        grid.publish(topic(link, "default"), b"", retain=True)
+
+
+async def test_a_cancelled_default_no_longer_limits(make_link, grid: GridClient) -> None:
+    """Cancelling the default ends it: nothing limits where no command is, and a lost link falls back to
+    the configured limit, not to the cancelled default."""
+    link = await make_link(link_loss_s=30, fallback_limit_kw=250.0)
+    await online(grid, link)
+    now = link.clock.now()
+    default = command(now, import_max_kw=300.0, valid_until=None, issuer="bj-dms-cancel")
+    grid.publish(topic(link, "default"), default, retain=True)
+    try:
+        await grid.until_ack(default["command_id"], "received")
+        t = np.array([now + 10])
+        assert link.limits(t).site_import_max_kw.tolist() == [300]
+        cancel = command(now, kind="cancel", cancels=default["command_id"], issuer="bj-dms-cancel")
+        grid.publish(topic(link, "dispatch"), cancel)
+        await grid.until_ack(default["command_id"], "cancelled")
+        await grid.until_ack(cancel["command_id"], "completed")
+        assert np.isinf(link.limits(t).site_import_max_kw).all()
+        assert default["command_id"] not in link.limits(t).active_command_ids
+        link.clock.advance(31)
+        link.after_tick(report(link.clock.now(), 200.0, 20.0))
+        lost = await grid.until_event("link_lost")
+        assert lost["default_command_id"] is None and lost["fallback_limit_kw"] == 250.0
+        assert link.limits(np.array([link.clock.now()])).site_import_max_kw.tolist() == [250.0]
+    finally:
+        grid.publish(topic(link, "default"), b"", retain=True)
+
+
+async def test_the_grace_time_of_a_later_command_runs_from_its_start(make_link, grid: GridClient) -> None:
+    """A command received now for 100 s later is judged from its start: over its limit 1 s after the start
+    is not yet INFEASIBLE; it is once the grace time has passed since the start."""
+    link = await make_link(apply_grace_s=5)
+    await online(grid, link)
+    now = link.clock.now()
+    cmd = command(now, import_max_kw=420.0, start_offset_s=100)
+    grid.publish(topic(link, "dispatch"), cmd)
+    await grid.until_ack(cmd["command_id"], "received")
+    start = parse_rfc3339(cmd["valid_from"])
+    link.after_tick(report(start + 1, 500.0, 80.0))
+    link.after_tick(report(start + 6, 500.0, 80.0))
+    applied = await grid.until_ack(cmd["command_id"], "applied")
+    assert applied["reason"] == "INFEASIBLE" and parse_rfc3339(applied["at"]) == pytest.approx(start + 6, abs=0.01)
