@@ -8,4 +8,4 @@ from pathlib import Path
 _here = Path(__file__).parent
 pytest_plugins = [
     f"tests.{p.stem}" for p in sorted(_here.glob("fixtures_*.py")) if importlib.util.find_spec("tests") is not None
-]
+] + ["tests.ci_skips"]
