@@ -170,6 +170,7 @@ class Received:
     payload: bytes
     retain: bool
     properties: Any = None
+    qos: int = 0
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -186,7 +187,7 @@ class GridClient:
     def on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
             self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain),
-                                          getattr(msg, "properties", None)))
+                                          getattr(msg, "properties", None), int(msg.qos)))
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         done = threading.Event()

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
+from tests import contract
 from tests.dispatch_builders import command, report, rfc
 from tests.fixtures_mqtt import Broker, GridClient, TcpGate, connect_client
 from tests.test_grid_mqtt import online, topic
 from youxu.controller.grid.dispatch_schema import parse_rfc3339
-from youxu.controller.grid.payloads import TELEMETRY_SCHEMA
 
 
 async def test_link_loss_applies_the_default_until_a_fresh_command(make_link, grid: GridClient) -> None:
@@ -167,10 +167,10 @@ async def test_telemetry_every_period_with_the_contract_keys(make_link, grid: Gr
     msgs = grid.seen(lambda m: m.topic == topic(link, "telemetry"))
     assert len(msgs) == 2
     tel = msgs[0].json()
-    assert set(tel) == {"schema", "at", "total_kw", "base_kw", "ev_kw", "phase_kw", "limit_kw", "active_commands",
-                        "piles"}
-    assert tel["schema"] == TELEMETRY_SCHEMA and tel["total_kw"] == 300.0 and tel["limit_kw"] == 420.0
-    assert set(tel["phase_kw"]) == {"L1", "L2", "L3"} and tel["piles"] == {"charging": 1, "idle": 1, "faulted": 0}
+    assert set(tel) == contract.TELEMETRY_KEYS
+    assert tel["schema"] == contract.TELEMETRY_SCHEMA and tel["total_kw"] == 300.0 and tel["limit_kw"] == 420.0
+    assert set(tel["phase_kw"]) == contract.TELEMETRY_PHASES and set(tel["piles"]) == contract.TELEMETRY_PILE_COUNTS
+    assert tel["piles"] == {"charging": 1, "idle": 1, "faulted": 0}
     assert tel["active_commands"] == [cmd["command_id"]]
     assert msgs[1].json()["total_kw"] == 310.0
 
@@ -221,7 +221,7 @@ async def test_overload_and_safe_mode_events_and_status(make_link, grid: GridCli
     link.after_tick(report(now + 4, 400.0, 0.0))
     await grid.until_event("safe_mode_cleared")
     status = await grid.until(lambda m: m.topic == topic(link, "status") and m.json()["state"] == "online", count=2)
-    assert set(status[-1].json()) == {"state", "at", "version"}
+    assert set(status[-1].json()) == contract.STATUS_KEYS
     assert len(grid.events("safe_mode")) == 1 and len(grid.events("safe_mode_cleared")) == 1
 
 
@@ -368,3 +368,64 @@ async def test_the_grace_time_of_a_later_command_runs_from_its_start(make_link, 
     link.after_tick(report(start + 6, 500.0, 80.0))
     applied = await grid.until_ack(cmd["command_id"], "applied")
     assert applied["reason"] == "INFEASIBLE" and parse_rfc3339(applied["at"]) == pytest.approx(start + 6, abs=0.01)
+
+
+SITE_TOPICS = [t for t in contract.TOPICS.values() if t.direction == "site->grid"]
+
+
+async def test_site_topics_carry_the_contract_qos_and_retain_flags(make_link, grid: GridClient,
+                                                                 mqtt_broker: Broker) -> None:
+    """Every topic the site publishes, with the QoS and retain flag of the contract's table: seen live by a
+    QoS 1 subscriber (which receives the publisher's QoS) and by one that subscribes afterwards (which
+    receives exactly the retained topics, flagged so)."""
+    link = await make_link(telemetry_period_s=1)
+    await online(grid, link)
+    now = link.clock.now()
+    cmd = command(now, import_max_kw=420.0)
+    grid.publish(contract.topic(link.site_id, "dispatch"), cmd)
+    await grid.until_ack(cmd["command_id"], "received")
+    link.after_tick(report(now + 1, 300.0, 7.0))  # telemetry, pile state, the applied ack
+    link.event("meter_fault", "probe")
+    names = {t.name: contract.topic(link.site_id, t.name, pile_id="P001") for t in SITE_TOPICS}
+    for name, full in names.items():
+        got = await grid.until(lambda m, full=full: m.topic == full)
+        assert {m.qos for m in got} == {contract.TOPICS[name].qos}, name
+        assert not any(m.retain for m in got), name  # live delivery to a subscriber already there
+
+    late = connect_client(mqtt_broker, f"late-{time.monotonic_ns()}")
+    try:
+        late.subscribe(contract.topic(link.site_id, "status").rsplit("/", 1)[0] + "/#")
+        marker = contract.topic(link.site_id, "heartbeat")
+        late.publish(marker, {"at": rfc(link.clock.now())}, qos=1)
+        await late.until(lambda m: m.topic == marker)  # the broker sends retained messages before it
+        retained = {m.topic for m in late.seen(lambda m: m.retain)}
+        expected = {full for name, full in names.items() if contract.TOPICS[name].retained}
+        expected.add(contract.topic(link.site_id, "piles/{pile_id}/state", pile_id="P002"))
+        assert retained == expected
+        assert {m.topic for m in late.seen(lambda m: not m.retain)} == {marker}
+    finally:
+        late.close()
+
+
+async def test_superseded_and_expired_acks_on_the_wire(make_link, grid: GridClient) -> None:
+    """The contract's final stages reach the grid: a limit the same issuer replaces is `superseded`, one
+    that ends without ever being applied is `expired`; every ack carries the contract's keys."""
+    link = await make_link()
+    await online(grid, link)
+    now = link.clock.now()
+    old = command(now, import_max_kw=420.0, minutes=60, issuer="bj-dms-stages")
+    grid.publish(topic(link, "dispatch"), old)
+    await grid.until_ack(old["command_id"], "received")
+    new = command(now, import_max_kw=400.0, minutes=1, issuer="bj-dms-stages")
+    grid.publish(topic(link, "dispatch"), new)
+    await grid.until_ack(old["command_id"], "superseded")
+    await grid.until_ack(new["command_id"], "received")
+    link.clock.advance(61)  # no tick has shown the site within it: it ends unapplied
+    await grid.until_ack(new["command_id"], "expired")
+    acks = grid.acks()
+    assert [a["status"] for a in acks if a["command_id"] == old["command_id"]] == ["received", "superseded"]
+    assert [a["status"] for a in acks if a["command_id"] == new["command_id"]] == ["received", "expired"]
+    for a in acks:
+        assert set(a) >= contract.ACK_KEYS and a["schema"] == contract.ACK_SCHEMA
+        assert a["status"] in contract.ACK_STATUSES
+    assert {a["status"] for a in acks} - {contract.ACK_FIRST} <= contract.ACK_FINAL

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests import contract
 from tests.planner_fixtures import Car, Site
 from youxu.scheduler import lp_solve
 from youxu.scheduler.bench import T0_S, SyntheticSite, bench_solve
@@ -15,8 +16,7 @@ from youxu.scheduler.lp_warm import WarmStart
 from youxu.scheduler.model import Plan, PlanInput
 from youxu.scheduler.planner import mpc_problem, plan_mpc
 
-BENCH_KEYS = {"piles", "horizon", "build_ms_p50", "build_ms_p99", "solve_ms_p50", "solve_ms_p99",
-              "total_ms_p50", "total_ms_p99", "status"}
+BENCH_KEYS = contract.BENCH_SOLVE_KEYS
 
 
 def check_first_step(inp: PlanInput, plan: Plan) -> None:
