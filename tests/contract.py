@@ -26,7 +26,8 @@ SCENARIO_KEYS = frozenset({"format", "name", "start", "step_s", "duration_s", "s
                            "sessions", "dispatch"})
 SESSION_KEYS = frozenset({"id", "pile", "arrival_s", "departure_s", "energy_kwh", "battery_kwh", "soc_arrival", "v2g",
                           "min_soc", "priority"})
-PILE_KEYS = frozenset({"id", "max_kw", "min_kw", "phases", "phase", "v2g", "max_discharge_kw"})
+PILE_KEYS = frozenset({"id", "max_kw", "min_kw", "phases", "v2g", "max_discharge_kw"})  # and "phase" when phases == 1
+PHASES = ("L1", "L2", "L3")
 
 # ---- section 3: simulator outputs ------------------------------------------------------------------
 KPI_FORMAT = "youxu.kpis/1"
