@@ -127,3 +127,14 @@ def test_bench_solve_json_prints_the_contract_keys(tmp_path: Path) -> None:
     assert (out["piles"], out["horizon"], out["status"]) == (10, 16, "optimal")
     for part in ("build", "solve", "total"):
         assert 0 < out[f"{part}_ms_p50"] <= out[f"{part}_ms_p99"], part
+
+
+def test_bench_loop_json_runs_the_daemon_against_devices_in_another_process() -> None:
+    r = youxu("bench", "loop", "--piles", "4", "--seconds", "3", "--budget-ms", "300", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) >= contract.BENCH_LOOP_KEYS
+    assert out["piles"] == 4 and out["budget_ms"] == 300.0
+    assert 1 <= out["ticks"] <= 3 + 1  # one tick per 1 s period at most
+    assert 0 <= out["deadline_misses"] <= out["ticks"]
+    assert 0 < out["tick_ms_p50"] <= out["tick_ms_p99"]
