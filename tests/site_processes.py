@@ -69,7 +69,9 @@ class CliProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        # keep the caller's PYTHONPATH: it may say which tree `youxu` is imported from
+        path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+        env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "youxu.controller.cli", *self.args], cwd=REPO, env=env,
                                          stdout=log, stderr=subprocess.STDOUT)
