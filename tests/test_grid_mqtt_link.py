@@ -430,3 +430,41 @@ async def test_superseded_and_expired_acks_on_the_wire(make_link, grid: GridClie
         assert set(a) >= contract.ACK_KEYS and a["schema"] == contract.ACK_SCHEMA
         assert a["status"] in contract.ACK_STATUSES
     assert {a["status"] for a in acks} - {contract.ACK_FIRST} <= contract.ACK_FINAL
+
+
+async def test_a_retained_default_on_reconnect_does_not_restore_a_lost_link(make_link, grid: GridClient,
+                                                                           mqtt_broker: Broker) -> None:
+    """The broker handing over a retained default when the site reconnects is not the grid talking: a lost
+    link stays lost (the default is taken in), until a live heartbeat comes."""
+    gate = TcpGate(mqtt_broker.port)
+    link = None
+    try:
+        link = await make_link(url=gate.url, link_loss_s=10)
+        await online(grid, link)
+        link.clock.advance(11)
+        link.after_tick(report(link.clock.now(), 100.0, 0.0))
+        await grid.until_event("link_lost")
+        gate.close_gate()
+        for _ in range(250):
+            if not link.connected:
+                break
+            await asyncio.sleep(0.02)
+        assert not link.connected
+        default = command(link.clock.now(), import_max_kw=300.0, valid_until=None, issuer="bj-dms-retained")
+        # QoS 0, so that the broker does not queue a live copy in the site's persistent session: what reaches
+        # the site is only the retained copy its resubscription brings (a QoS 1 copy queued while it was away
+        # is the grid talking, and does restore the link)
+        grid.publish(topic(link, "default"), default, qos=0, retain=True)
+        gate.open_gate()
+        await grid.until_ack(default["command_id"], "received", timeout_s=10)  # delivered on resubscription
+        await _barrier(grid, link)  # anything the default's handling published is out before this
+        assert link.link_lost
+        assert not grid.seen(lambda m: m.topic == topic(link, "events") and m.json()["kind"] == "link_restored")
+        assert link.limits(np.array([link.clock.now()])).site_import_max_kw.tolist() == [300.0]
+        grid.publish(topic(link, "heartbeat"), {"at": rfc(link.clock.now())}, qos=0)
+        await grid.until(lambda m: m.topic == topic(link, "events") and m.json()["kind"] == "link_restored")
+        assert not link.link_lost
+    finally:
+        if link is not None:
+            grid.publish(topic(link, "default"), b"", retain=True)
+        gate.shutdown()
