@@ -1,4 +1,5 @@
-"""Shared pytest setup: fixtures live in tests/fixtures_*.py plugins."""
+"""Shared pytest setup: fixtures live in tests/fixtures_*.py plugins; tests/ci_skips.py turns skips into
+failures under CI=true."""
 
 from __future__ import annotations
 
@@ -7,5 +8,6 @@ from pathlib import Path
 
 _here = Path(__file__).parent
 pytest_plugins = [
-    f"tests.{p.stem}" for p in sorted(_here.glob("fixtures_*.py")) if importlib.util.find_spec("tests") is not None
+    f"tests.{stem}" for stem in [*(p.stem for p in sorted(_here.glob("fixtures_*.py"))), "ci_skips"]
+    if importlib.util.find_spec("tests") is not None
 ]

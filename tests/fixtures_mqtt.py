@@ -170,6 +170,7 @@ class Received:
     payload: bytes
     retain: bool
     properties: Any = None
+    qos: int = 0
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -182,11 +183,12 @@ class GridClient:
     client: mqtt.Client
     messages: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    connect_reason: Any = None  # the broker's CONNACK reason
 
     def on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
             self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain),
-                                          getattr(msg, "properties", None)))
+                                          getattr(msg, "properties", None), int(msg.qos)))
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         done = threading.Event()
@@ -264,15 +266,22 @@ class GridClient:
 
 
 def connect_client(broker: Broker, client_id: str, *, v5: bool = True, certs: Path | None = None,
-                   cn: str | None = None) -> GridClient:
+                   cn: str | None = None, username: str | None = None, password: str | None = None) -> GridClient:
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
                     protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311)
     g = GridClient(c)
     c.on_message = g.on_message
     if certs is not None:
         c.tls_set(ca_certs=str(certs / "ca.crt"), certfile=str(certs / f"{cn}.crt"), keyfile=str(certs / f"{cn}.key"))
+    if username is not None:
+        c.username_pw_set(username, password)
     connected = threading.Event()
-    c.on_connect = lambda *a: connected.set()
+
+    def on_connect(_c: object, _u: object, _flags: object, reason: Any, _props: object) -> None:
+        g.connect_reason = reason
+        connected.set()
+
+    c.on_connect = on_connect
     c.connect("127.0.0.1", broker.port, keepalive=10)
     c.loop_start()
     assert connected.wait(5), f"{client_id} could not connect to {broker.url}"

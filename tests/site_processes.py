@@ -257,7 +257,7 @@ class TimedGridClient(GridClient):
     def on_message(self, _c: object, _u: object, msg: Any) -> None:
         with self.lock:
             self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain),
-                                          getattr(msg, "properties", None)))
+                                          getattr(msg, "properties", None), int(msg.qos)))
             self.arrived_s.append(time.monotonic())
 
     def arrival(self, pred: Any) -> tuple[float, dict[str, Any]]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests import contract
 from tests.planner_fixtures import Car, Site
+from youxu.scheduler import lp_solve
 from youxu.scheduler.bench import T0_S, SyntheticSite, bench_solve
 from youxu.scheduler.lp_build import build_lp
 from youxu.scheduler.lp_solve import solve_lp
@@ -14,8 +16,7 @@ from youxu.scheduler.lp_warm import WarmStart
 from youxu.scheduler.model import Plan, PlanInput
 from youxu.scheduler.planner import mpc_problem, plan_mpc
 
-BENCH_KEYS = {"piles", "horizon", "build_ms_p50", "build_ms_p99", "solve_ms_p50", "solve_ms_p99",
-              "total_ms_p50", "total_ms_p99", "status"}
+BENCH_KEYS = contract.BENCH_SOLVE_KEYS
 
 
 def check_first_step(inp: PlanInput, plan: Plan) -> None:
@@ -123,17 +124,34 @@ def test_bench_reports_exactly_the_contract_keys():
     assert out["build_ms_p50"] > 0 and out["solve_ms_p50"] > 0
 
 
-def test_a_cold_start_cut_short_leaves_its_basis_and_the_next_plan_carries_on_from_it():
-    """A solve stopped by its time limit keeps where it got to; the next plan starts from there."""
+def _cut_short(monkeypatch: pytest.MonkeyPatch, iterations: int) -> None:
+    """Stop the cold-start solver (HiGHS) after `iterations` simplex iterations: the same early stop as its
+    time limit, but at the same point on any machine."""
+    params = lp_solve._params
+
+    def cut(solver: str, time_limit_s: float, near_optimal: bool):
+        p = params(solver, time_limit_s, near_optimal)
+        if solver == lp_solve.COLD_START_SOLVER:
+            p.iteration_limit = iterations
+        return p
+
+    monkeypatch.setattr(lp_solve, "_params", cut)
+
+
+def test_a_cold_start_cut_short_leaves_its_basis_and_the_next_plan_carries_on_from_it(monkeypatch):
+    """A solve stopped early keeps where it got to; the next plan starts from there, and needs the fewer
+    iterations the further the cut-short solve got."""
     inp = SyntheticSite.make(100, 64, seed=5).input_at(T0_S)
-    for budget_ms in (10.0, 15.0, 25.0, 40.0, 60.0):  # the first budget that reaches the solver but cuts it short
+    iterations = {}
+    for cut_at in (10, 1000):
         warm = WarmStart()
-        first = plan_mpc(inp, budget_ms, warm, cold_time_limit_ms=budget_ms)
-        if first.status == "fallback:timeout":
-            break
-    else:
-        pytest.skip("this machine builds too slowly or solves too fast to cut a cold start short")
-    assert first.fallback and warm.saved is not None and not warm.saved_optimal
-    nxt = plan_mpc(inp, 60_000.0, warm)
-    assert nxt.status == "optimal" and not nxt.fallback
-    assert warm.warm_solves == 1  # it started from the cut-short basis, not from scratch
+        with monkeypatch.context() as m:
+            _cut_short(m, cut_at)
+            first = plan_mpc(inp, 60_000.0, warm)
+        assert first.status == "fallback:timeout" and warm.last_iterations == cut_at
+        assert first.fallback and warm.saved is not None and not warm.saved_optimal
+        nxt = plan_mpc(inp, 60_000.0, warm)
+        assert nxt.status == "optimal" and not nxt.fallback
+        assert warm.warm_solves == 1  # it started from the cut-short basis, not from scratch
+        iterations[cut_at] = warm.last_iterations
+    assert iterations[1000] < iterations[10]

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import contract
 from youxu.controller.cli import main
 from youxu.sim.generate import generate_scenario
 from youxu.sim.report_text import KPI_LABELS
 from youxu.sim.scenario import save_scenario
 
 STRATEGIES = ["uncontrolled", "llf", "mpc", "offline"]
-OUTPUTS = ("kpis.json", "timeseries.csv", "schedule.csv", "report.png", "report.html")
+OUTPUTS = contract.SIM_OUTPUT_FILES
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,9 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]
 def test_prints_every_strategy_and_nothing_else(compared: tuple[Path, list[dict], str]) -> None:
     out, kpis, stderr = compared
     assert [k["strategy"] for k in kpis] == STRATEGIES
-    assert all(k["format"] == "youxu.kpis/1" for k in kpis)
+    assert all(k["format"] == contract.KPI_FORMAT for k in kpis)
+    for k in kpis:
+        assert set(contract.KPI_KEYS) <= set(k), k["strategy"]
     assert stderr == ""  # --json: no progress output
     assert json.loads((out / "compare.json").read_text()) == kpis
 
@@ -67,8 +70,8 @@ def test_each_strategy_has_its_outputs_and_the_comparison_its_table_and_plot(
     header = next(line for line in md if line.startswith("| figure"))
     assert header == "| figure | " + " | ".join(f"`{s}`" for s in STRATEGIES) + " |"
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in md if line.startswith("| ")}
-    for key, label in KPI_LABELS.items():
-        cells = rows[label].strip("| ").split(" | ")[1:]
+    for key in contract.KPI_FIGURES:  # every figure of the contract has its row
+        cells = rows[KPI_LABELS[key]].strip("| ").split(" | ")[1:]
         assert cells == [str(k[key]) if k[key] is not None else "—" for k in kpis], key
     png = (out / "compare.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import contract
 from youxu.controller.gridlink import DispatchLimits
 from youxu.sim.dispatch_arrays import scenario_dispatch_fn
 from youxu.sim.engine import PiecewiseDispatch, RunResult, make_controller, run_scenario, tariff_fn
 from youxu.sim.generate import generate_scenario
 from youxu.sim.kpis import site_series
-from youxu.sim.outputs import SCHEDULE_HEADER, TIMESERIES_HEADER, write_schedule, write_timeseries
+from youxu.sim.outputs import write_schedule, write_timeseries
 from youxu.sim.physics import PlugTimeline, SitePhysics, scenario_piles
 from youxu.sim.scenario import Scenario
 
@@ -33,7 +34,7 @@ def read_rows(path: Path) -> list[dict]:
 def test_schedule_has_a_row_per_session_per_step_plugged_in(run: RunResult, tmp_path: Path) -> None:
     sc = run.scenario
     write_schedule(tmp_path / "schedule.csv", sc, run)
-    assert (tmp_path / "schedule.csv").read_text().splitlines()[0] == ",".join(SCHEDULE_HEADER)
+    assert (tmp_path / "schedule.csv").read_text().splitlines()[0] == contract.SCHEDULE_HEADER
     rows = read_rows(tmp_path / "schedule.csv")
     expected = {(t, s.id, s.pile) for s in sc.sessions
                 for t in range(0, sc.duration_s, sc.step_s) if s.arrival_s <= t < s.departure_s}
@@ -61,8 +62,8 @@ def test_schedule_rows_in_any_order_are_written_by_step_then_pile(run: RunResult
 def test_timeseries_adds_up(run: RunResult, tmp_path: Path) -> None:
     sc = run.scenario
     write_timeseries(tmp_path / "timeseries.csv", sc, run)
+    assert (tmp_path / "timeseries.csv").read_text().splitlines()[0] == contract.TIMESERIES_HEADER
     rows = read_rows(tmp_path / "timeseries.csv")
-    assert list(rows[0]) == TIMESERIES_HEADER
     assert [int(r["t_s"]) for r in rows] == list(range(0, sc.duration_s, sc.step_s))
     base = np.array([float(r["base_kw"]) for r in rows])
     ev = np.array([float(r["ev_kw"]) for r in rows])
@@ -128,8 +129,8 @@ def test_a_long_run_streams_the_same_schedule(run: RunResult, tmp_path: Path,
     write_schedule(tmp_path / "inline.csv", run.scenario, run)
     assert (tmp_path / "streamed" / "schedule.csv").read_bytes() == (tmp_path / "inline.csv").read_bytes()
     assert kpis["energy_delivered_kwh"] == pytest.approx(float(run.delivered_kwh.sum()), abs=1e-2)
-    assert {p.name for p in (tmp_path / "streamed").iterdir()} == {
-        "kpis.json", "timeseries.csv", "schedule.csv", "report.png", "report.html"}
+    assert {p.name for p in (tmp_path / "streamed").iterdir()} == set(contract.SIM_OUTPUT_FILES)
+    assert set(contract.KPI_KEYS) <= set(kpis) and kpis["format"] == contract.KPI_FORMAT
 
 
 def test_the_plug_timeline_follows_arrivals_and_departures() -> None:
