@@ -1,0 +1,181 @@
+"""Transformer thermal state by IEC 60076-7 (exponential equations, ONAN distribution transformer).
+
+The top-oil temperature follows the total losses with the oil time constant; the hot-spot sits
+above it by a winding gradient that follows the load with the winding time constant (two terms,
+clause 8.2.3, the second of which vanishes for k21 = 1). Per step of constant load factor K and
+ambient, the exact solution of the differential equations over `dt` is
+
+    theta_o' = theta_o + (theta_a + d_theta_or * ((1 + R K^2) / (1 + R))^x - theta_o) * (1 - exp(-dt / (k11 tau_o)))
+    d1'      = k21 d_theta_hr K^y + (d1 - k21 d_theta_hr K^y) * exp(-dt / (k22 tau_w))
+    d2'      = (k21 - 1) d_theta_hr K^y + (d2 - (k21 - 1) d_theta_hr K^y) * exp(-dt k22 / tau_o)
+    theta_h' = theta_o' + d1' - d2'
+
+with R = load loss / no-load loss. Normal Kraft paper ages at V = 2^((theta_h - 98) / 6) times the
+reference rate (clause 6.3). The defaults are the standard's for distribution transformers
+(table 5): rated top-oil rise 55 K and hot-spot-to-top-oil gradient 23 K, which put the hot-spot
+at 98 °C at rated load in 20 °C ambient, the reference of the ageing rate.
+
+The thermal limit for a horizon (`limit_profile`) is the most import power per step that keeps the
+hot-spot and the top-oil within their maxima, found step by step from the state now, assuming the
+load then runs at that limit (or at the forecast household load where that is higher): any load
+below the profile keeps both temperatures below the ones computed for it, because each rises
+monotonically with the load. Pure; no I/O; times in seconds, temperatures in °C.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+REFERENCE_HOTSPOT_C = 98.0  # normal Kraft paper: relative ageing rate 1 at this hot-spot
+AGEING_DOUBLING_K = 6.0  # the rate doubles every 6 K
+
+
+@dataclass(frozen=True)
+class ThermalConstants:
+    """IEC 60076-7 table 5, ONAN distribution transformer."""
+
+    top_oil_rise_k: float = 55.0  # rated top-oil rise over ambient, delta theta_or
+    hotspot_gradient_k: float = 23.0  # rated hot-spot to top-oil gradient, H * g_r
+    oil_exponent_x: float = 0.8
+    winding_exponent_y: float = 1.6
+    k11: float = 1.0
+    k21: float = 1.0
+    k22: float = 2.0
+    tau_oil_min: float = 180.0
+    tau_winding_min: float = 4.0
+    # an enclosure's (kiosk, substation room) extra rise at rated losses, scaled with the losses as the
+    # top-oil rise is (0 outdoors)
+    ambient_surcharge_k: float = 0.0
+
+
+CONSTANT_NAMES = tuple(ThermalConstants.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class ThermalParams:
+    rated_kva: float
+    load_loss_w: float
+    no_load_loss_w: float
+    constants: ThermalConstants = ThermalConstants()
+    hotspot_max_c: float = 98.0
+    top_oil_max_c: float = 105.0
+    power_factor: float = 0.95
+
+    @property
+    def loss_ratio(self) -> float:
+        return self.load_loss_w / self.no_load_loss_w
+
+    def load_factor(self, total_kw: float) -> float:
+        """K = apparent power / rated, from real power at the configured power factor (either sign)."""
+        return abs(total_kw) / (self.power_factor * self.rated_kva)
+
+    def kw_of(self, load_factor: float) -> float:
+        return load_factor * self.power_factor * self.rated_kva
+
+
+@dataclass(frozen=True)
+class ThermalState:
+    top_oil_c: float
+    winding_rise_k: float  # delta theta_h1
+    oil_rise_k: float = 0.0  # delta theta_h2 (0 when k21 = 1)
+    ageing_h: float = 0.0  # equivalent ageing hours at the reference rate, accumulated
+
+    @property
+    def hotspot_c(self) -> float:
+        return self.top_oil_c + self.winding_rise_k - self.oil_rise_k
+
+
+def ageing_rate(hotspot_c: float | np.ndarray) -> float | np.ndarray:
+    """Relative ageing rate of normal Kraft paper (1 at 98 °C)."""
+    return np.power(2.0, (np.asarray(hotspot_c, dtype=float) - REFERENCE_HOTSPOT_C) / AGEING_DOUBLING_K)
+
+
+def _top_oil_target_c(p: ThermalParams, k: float, ambient_c: float) -> float:
+    c = p.constants
+    r = p.loss_ratio
+    rise_k = c.top_oil_rise_k + c.ambient_surcharge_k
+    return ambient_c + rise_k * ((1.0 + r * k * k) / (1.0 + r)) ** c.oil_exponent_x
+
+
+def steady_state(p: ThermalParams, load_factor: float, ambient_c: float) -> ThermalState:
+    """Where the transformer settles after hours at a constant load and ambient."""
+    c = p.constants
+    g = c.hotspot_gradient_k * load_factor ** c.winding_exponent_y
+    return ThermalState(top_oil_c=_top_oil_target_c(p, load_factor, ambient_c), winding_rise_k=c.k21 * g,
+                        oil_rise_k=(c.k21 - 1.0) * g)
+
+
+def step(p: ThermalParams, s: ThermalState, load_factor: float, ambient_c: float, dt_s: float) -> ThermalState:
+    """The state after `dt_s` at a constant load factor and ambient (exact for constant inputs)."""
+    if dt_s <= 0.0:
+        return s
+    c = p.constants
+    dt_min = dt_s / 60.0
+    f1 = 1.0 - math.exp(-dt_min / (c.k11 * c.tau_oil_min))
+    top = s.top_oil_c + (_top_oil_target_c(p, load_factor, ambient_c) - s.top_oil_c) * f1
+    g = c.hotspot_gradient_k * load_factor ** c.winding_exponent_y
+    fw = math.exp(-dt_min / (c.k22 * c.tau_winding_min))
+    fo = math.exp(-dt_min * c.k22 / c.tau_oil_min)
+    d1 = c.k21 * g + (s.winding_rise_k - c.k21 * g) * fw
+    d2 = (c.k21 - 1.0) * g + (s.oil_rise_k - (c.k21 - 1.0) * g) * fo
+    new = ThermalState(top_oil_c=top, winding_rise_k=d1, oil_rise_k=d2, ageing_h=s.ageing_h)
+    return replace(new, ageing_h=s.ageing_h + float(ageing_rate(new.hotspot_c)) * dt_s / 3600.0)
+
+
+def simulate(p: ThermalParams, s: ThermalState, load_factor: np.ndarray, ambient_c: np.ndarray,
+             dt_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, ThermalState]:
+    """(top-oil °C, hot-spot °C at the end of each step, final state); step i holds load_factor[i]
+    and ambient_c[i] for dt_s[i]."""
+    n = int(np.asarray(dt_s).size)
+    k = np.broadcast_to(np.asarray(load_factor, dtype=float), (n,))
+    a = np.broadcast_to(np.asarray(ambient_c, dtype=float), (n,))
+    d = np.broadcast_to(np.asarray(dt_s, dtype=float), (n,))
+    top = np.empty(n)
+    hot = np.empty(n)
+    for i in range(n):
+        s = step(p, s, float(k[i]), float(a[i]), float(d[i]))
+        top[i] = s.top_oil_c
+        hot[i] = s.hotspot_c
+    return top, hot, s
+
+
+def _within(p: ThermalParams, s: ThermalState) -> bool:
+    return s.hotspot_c <= p.hotspot_max_c and s.top_oil_c <= p.top_oil_max_c
+
+
+def max_load_factor(p: ThermalParams, s: ThermalState, ambient_c: float, dt_s: float, k_cap: float,
+                    tol: float = 1e-4) -> float:
+    """The largest constant load factor in [0, k_cap] whose end-of-step state is within both maxima
+    (0 when even no load is not: the transformer is already too hot to be cooled in one step)."""
+    if _within(p, step(p, s, k_cap, ambient_c, dt_s)):
+        return k_cap
+    lo, hi = 0.0, k_cap
+    if not _within(p, step(p, s, 0.0, ambient_c, dt_s)):
+        return 0.0
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        if _within(p, step(p, s, mid, ambient_c, dt_s)):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def limit_profile(p: ThermalParams, s: ThermalState, step_s: np.ndarray, ambient_c: np.ndarray,
+                  base_kw: np.ndarray, cap_kw: np.ndarray) -> np.ndarray:
+    """(H,) import limit kW per step: at most `cap_kw`, and no more than keeps hot-spot and top-oil
+    within their maxima when the load runs at the limit (or at `base_kw` where that is higher)."""
+    n = int(step_s.size)
+    a = np.broadcast_to(np.asarray(ambient_c, dtype=float), (n,))
+    base = np.broadcast_to(np.asarray(base_kw, dtype=float), (n,))
+    cap = np.broadcast_to(np.asarray(cap_kw, dtype=float), (n,))
+    out = np.empty(n)
+    for i in range(n):
+        k_cap = p.load_factor(cap[i]) if np.isfinite(cap[i]) else 3.0  # IEC 60076-7 allows no more than 1.5-2
+        k = max_load_factor(p, s, float(a[i]), float(step_s[i]), k_cap)
+        out[i] = min(p.kw_of(k), float(cap[i]))
+        s = step(p, s, max(k, p.load_factor(max(float(base[i]), 0.0))), float(a[i]), float(step_s[i]))
+    return out
