@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from youxu.config.errors import UserError
+
+if TYPE_CHECKING:
+    from youxu.controller.siteconfig import TransformerSection
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +47,7 @@ def config_summary(cfg) -> str:
         f"  transformer {t.rated_kva:g} kVA, import limit {t.import_limit_kw:g} kW (margin {t.margin_kw:g} kW)"
         + (f", phase limits {dict(t.phase_limit_kw)}" if t.phase_limit_kw else ""),
         f"  meter {cfg.meter.profile} at {cfg.meter.url} unit {cfg.meter.unit}",
+        *_thermal_lines(t),
         f"  {len(cfg.piles)} piles, {rated:.1f} kW rated in all, {v2g} V2G; by phase: "
         + ", ".join(f"{k} {v}" for k, v in sorted(phases.items())),
         f"  control: period {cfg.control.period_s:g} s, budget {cfg.control.budget_ms:g} ms, strategy "
@@ -51,6 +56,15 @@ def config_summary(cfg) -> str:
         f"  storage: {cfg.storage.database_url()}",
     ]
     return "\n".join(lines)
+
+
+def _thermal_lines(t: TransformerSection) -> list[str]:
+    th = t.thermal
+    if th is None:
+        return []
+    above = f", above rated up to {th.above_rated_max_kw:g} kW" if th.allow_above_rated else ""
+    return [f"  thermal {th.model}: losses {th.load_loss_w:g} W load / {th.no_load_loss_w:g} W no-load, hot-spot "
+            f"<= {th.hotspot_max_c:g} °C, top-oil <= {th.top_oil_max_c:g} °C{above}; ambient {th.ambient.source}"]
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
