@@ -25,6 +25,7 @@ monotonically with the load. Pure; no I/O; times in seconds, temperatures in °C
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -179,3 +180,56 @@ def limit_profile(p: ThermalParams, s: ThermalState, step_s: np.ndarray, ambient
         out[i] = min(p.kw_of(k), float(cap[i]))
         s = step(p, s, max(k, p.load_factor(max(float(base[i]), 0.0))), float(a[i]), float(step_s[i]))
     return out
+
+
+AmbientProfile = Callable[[np.ndarray], np.ndarray]  # epoch s -> ambient °C
+
+
+@dataclass(frozen=True)
+class ThermalNow:
+    """The transformer's thermal state at the snapshot's time and the ambient it stands in."""
+
+    state: ThermalState
+    ambient_c: float
+    ambient_ok: bool = True  # False: the source is stale and ambient_c is the fallback
+
+
+@dataclass(frozen=True)
+class ThermalSite:
+    """How the thermal limit joins the site's limits.
+
+    Without `allow_above_rated` it only tightens the transformer's kW cap; with it, it replaces the cap,
+    up to `above_rated_max_kw`. The limit of now (the safety layer's) is the most load that can be held
+    for `window_s` from the state now. `ambient` forecasts the ambient over a horizon; None holds the
+    ambient of now (a measured source).
+    """
+
+    params: ThermalParams
+    allow_above_rated: bool = False
+    above_rated_max_kw: float | None = None
+    window_s: float = 900.0
+    ambient: AmbientProfile | None = None
+
+    def cap_kw(self, import_kw: float) -> float:
+        if self.allow_above_rated and self.above_rated_max_kw is not None:
+            return self.above_rated_max_kw
+        return import_kw
+
+    def ambient_at(self, now: ThermalNow, t_s: np.ndarray) -> np.ndarray:
+        if self.ambient is None or not now.ambient_ok:
+            return np.full(np.asarray(t_s).shape, now.ambient_c)
+        return np.asarray(self.ambient(np.asarray(t_s, dtype=float)), dtype=float)
+
+    def limit_now_kw(self, now: ThermalNow, import_kw: float, base_kw: float = 0.0) -> float:
+        """The site import limit now (before dispatch and margin): the kW cap, thermally limited."""
+        return float(limit_profile(self.params, now.state, np.array([self.window_s]), np.array([now.ambient_c]),
+                                   np.array([base_kw]), np.array([self.cap_kw(import_kw)]))[0])
+
+    def limits_kw(self, now: ThermalNow, t0_s: float, step_s: np.ndarray, base_kw: np.ndarray,
+                  import_kw: float) -> np.ndarray:
+        """(H,) site import limit per step of a horizon from t0_s (before dispatch and margin)."""
+        starts = t0_s + np.concatenate([[0.0], np.cumsum(step_s)[:-1]])
+        ambient = self.ambient_at(now, starts + 0.5 * step_s)
+        ambient[0] = now.ambient_c
+        cap = np.full(step_s.size, self.cap_kw(import_kw))
+        return limit_profile(self.params, now.state, step_s, ambient, base_kw, cap)
