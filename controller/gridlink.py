@@ -49,6 +49,7 @@ class TickReport:
     pile_energy_kwh: dict[str, float] = field(default_factory=dict)
     tick_ms: float = 0.0
     safe_mode: bool = False
+    thermal: dict[str, float] | None = None  # {ambient_c, top_oil_c, hotspot_c, limit_kw} where configured
 
 
 class GridLink(Protocol):
@@ -57,6 +58,9 @@ class GridLink(Protocol):
 
     def take_bookings(self) -> list[Booking]:
         """Bookings received since the last call (never blocks)."""
+
+    def ambient(self) -> tuple[float, float] | None:
+        """The latest ambient temperature from the grid's `ambient` topic: (epoch s it was taken, °C)."""
 
     def after_tick(self, report: TickReport) -> None:
         """Hand the tick's outcome to the link (acks, telemetry, events); must never block."""
@@ -85,6 +89,9 @@ class NoGridLink:
     def take_bookings(self) -> list[Booking]:
         out, self._bookings = self._bookings, []
         return out
+
+    def ambient(self) -> tuple[float, float] | None:
+        return None
 
     def after_tick(self, report: TickReport) -> None:
         return None

@@ -417,6 +417,9 @@ def thermal_problems(cfg: SiteConfig) -> list[str]:
         if reg not in known:
             problems.append(f"{where}.meter_register: {reg!r} is not a register of meter profile "
                             f"{cfg.meter.profile!r} (it has {', '.join(sorted(known))})")
+        elif known[reg].unit != "°C":
+            problems.append(f"{where}.meter_register: register {reg!r} of meter profile {cfg.meter.profile!r} "
+                            f"is in {known[reg].unit or 'no unit'!r}, not °C")
     if th.ambient.mqtt and cfg.mqtt is None:
         problems.append(f"{where}.mqtt: the ambient topic needs the mqtt section")
     return problems

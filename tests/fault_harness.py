@@ -107,12 +107,17 @@ class Run:
         await asyncio.sleep(0.05)
 
     async def close(self) -> None:
+        if self.daemon.link is not self.link:
+            await self.daemon.link.stop()
         self.daemon.close()
         await self.site.stop()
 
 
 async def start_run(sc: Scenario, store_url: str | None = None, margin_kw: float = 2.0, store_kw: dict | None = None,
-                    layout: str = "units", storage: dict | None = None, **control: object) -> Run:
+                    layout: str = "units", storage: dict | None = None, thermal: dict | None = None,
+                    mqtt: dict | None = None, **control: object) -> Run:
+    """`thermal`: a `transformer.thermal` section; `mqtt`: an mqtt section, then the daemon's grid link is a
+    real MqttGridLink (started; `Run.link` stays a RecordingLink that sees nothing)."""
     clock = VirtualClock(sc.start.timestamp())
     site = SimulatedSite(sc, clock)
     port = free_port() if layout == "units" else free_port_block(1 + len(sc.piles))
@@ -121,11 +126,22 @@ async def start_run(sc: Scenario, store_url: str | None = None, margin_kw: float
     raw = scenario_site_config(sc, site.addresses, site_id="t", control=ctl)
     raw["transformer"]["margin_kw"] = margin_kw
     raw["storage"].update(storage or {})
+    if thermal is not None:
+        raw["transformer"]["thermal"] = thermal
+    if mqtt is not None:
+        raw["mqtt"] = mqtt
     cfg = parse_site_config(raw, "test config")
     link = RecordingLink()
+    grid_link = link
+    if mqtt is not None:
+        from youxu.controller.grid.mqtt_link import MqttGridLink
+        from youxu.controller.store.dispatch_store import MemoryDispatchStore
+
+        grid_link = MqttGridLink(cfg, clock, store=MemoryDispatchStore())
+        await grid_link.start()
     store = None
     if store_url is not None:
         store = Store(store_url, **{"flush_s": 0.05, **(store_kw or {})})
-    daemon = Daemon.build(cfg, clock=clock, link=link, store=store, with_store=False)
+    daemon = Daemon.build(cfg, clock=clock, link=grid_link, store=store, with_store=False)
     phase = sc.site.phase_limit_kw
     return Run(clock, site, daemon, link, sc.site.limit_kw, None if phase is None else float(min(phase.values())))

@@ -40,7 +40,7 @@ def pile_counts(r: TickReport) -> dict[str, int]:
 
 def telemetry_payload(r: TickReport, active_command_ids: Sequence[str], tz: tzinfo) -> dict[str, Any]:
     ph = r.phase_kw
-    return {
+    out: dict[str, Any] = {
         "schema": TELEMETRY_SCHEMA,
         "at": format_rfc3339(r.t_s, tz),
         "total_kw": kw(r.total_kw),
@@ -52,6 +52,9 @@ def telemetry_payload(r: TickReport, active_command_ids: Sequence[str], tz: tzin
         "active_commands": list(active_command_ids),
         "piles": pile_counts(r),
     }
+    if r.thermal is not None:
+        out["thermal"] = dict(r.thermal)
+    return out
 
 
 def status_payload(state: str, t_s: float, tz: tzinfo, version: str) -> dict[str, Any]:

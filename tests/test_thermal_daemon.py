@@ -1,0 +1,146 @@
+"""The daemon's thermal state: advanced every tick from the measured load (real daemon, simulated meter
+and piles over Modbus TCP, virtual clock), saved and resumed, reported in telemetry and events, and
+a stale ambient source raising its alarm and falling back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.fault_harness import TOL_KW, Run, start_run
+from tests.fixtures_mqtt import Broker, GridClient, connect_client
+from tests.scenarios import small_site
+from youxu.controller.daemon import Daemon
+from youxu.controller.grid.dispatch_schema import format_rfc3339
+from youxu.controller.grid.payloads import telemetry_payload
+from youxu.controller.store.storage import Store
+from youxu.scheduler import thermal
+
+# 150 kW cap on 166.7 kVA; losses of a 160 kVA distribution transformer (GB 20052 level 2: 2310 / 300 W)
+THERMAL = {"load_loss_w": 2310, "no_load_loss_w": 300, "ambient": {"fixed_c": 30}}
+
+
+def _site():
+    return small_site(n_piles=6, base_kw=90.0, limit_kw=150.0, hours=6, energy_kwh=60.0)
+
+
+async def _ticks(run: Run, n: int, dt_s: float) -> list:
+    """Tick n times; each tick the true load must stay within the limit the daemon reported."""
+    reps = []
+    for _ in range(n):
+        rep = await run.tick(1, dt_s)
+        reps.append(rep)
+        total, _ = run.true_load()
+        assert total <= rep.limit_kw + TOL_KW, (total, rep.limit_kw, rep.thermal)
+    return reps
+
+
+async def test_cold_start_assumes_the_worst_then_the_state_follows_the_measured_load():
+    run = await start_run(_site(), thermal=THERMAL)
+    try:
+        loop = run.daemon.loop
+        p = loop.thermal.params
+        reps = await _ticks(run, 1, 30.0)
+        first = reps[0].thermal
+        worst = thermal.steady_state(p, 1.0, 30.0)  # rated load at the hottest ambient
+        assert first["hotspot_c"] == pytest.approx(worst.hotspot_c, abs=0.05)  # 108 °C: never a cool transformer
+        assert first["ambient_c"] == 30.0
+        assert first["limit_kw"] < 150.0 and reps[0].limit_kw == pytest.approx(first["limit_kw"], abs=1e-3)
+        alarm = run.link.of("thermal_alarm")
+        assert [e[2]["cause"] for e in alarm] == ["hotspot"]
+        reps += await _ticks(run, 600, 30.0)  # five hours at 30 s
+        hot = [r.thermal["hotspot_c"] for r in reps]
+        # the load it carried is what the meter measured: the state is the model run on it
+        cleared = run.link.of("thermal_cleared")
+        assert [e[2]["cause"] for e in cleared] == ["hotspot"]
+        assert min(hot) < p.hotspot_max_c - 1.0
+        # once the oil has cooled the limit is the kW cap again
+        assert reps[-1].thermal["limit_kw"] == pytest.approx(150.0)
+        # while it was hot the limit held the cars back; later they charged at more than it allowed then
+        full_kw = 6 * 7.0
+        assert reps[1].ev_kw < 0.6 * full_kw
+        assert max(r.ev_kw for r in reps) > 0.95 * full_kw
+        payload = telemetry_payload(reps[-1], [], run.daemon.cfg.tz)
+        assert set(payload["thermal"]) == {"ambient_c", "top_oil_c", "hotspot_c", "limit_kw"}
+    finally:
+        await run.close()
+
+
+async def test_restart_resumes_the_thermal_state(db_url: str):
+    run = await start_run(_site(), db_url, thermal=THERMAL, storage={"state_period_s": 5.0})
+    try:
+        await _ticks(run, 400, 30.0)  # 200 min: the oil has cooled from the cold-start state
+        loop = run.daemon.loop
+        before = loop.thermal.state
+        cold = loop.thermal.worst_state()
+        assert before.hotspot_c < cold.hotspot_c - 15.0
+        await run.tick(1, 1.0)
+        run.daemon.save()
+        saved = loop.thermal.state
+        assert run.daemon.store.flush(10.0)
+        alarms = len(run.link.of("thermal_alarm"))
+        run.daemon.io.close()
+        run.daemon.store.close()
+        run.clock.set(run.clock.now() + 600.0)  # ten minutes away
+        new = Daemon.build(run.daemon.cfg, clock=run.clock, link=run.link, store=Store(db_url), with_store=False)
+        run.daemon = new
+        th = new.loop.thermal
+        assert th.resumed
+        assert th.state.hotspot_c == pytest.approx(saved.hotspot_c, abs=1e-6)
+        assert th.state.ageing_h == pytest.approx(saved.ageing_h, abs=1e-9)
+        rep = await run.tick(1, 1.0)
+        # the time away is bridged at rated load and the hottest ambient: warmer, not the cold-start state
+        bridged = thermal.step(th.params, saved, 1.0, 30.0, 600.0 + 1.0)
+        assert rep.thermal["hotspot_c"] == pytest.approx(bridged.hotspot_c, abs=0.01)
+        assert saved.hotspot_c + 5.0 < rep.thermal["hotspot_c"] < cold.hotspot_c - 5.0
+        assert len(run.link.of("thermal_alarm")) == alarms  # a resumed state raises no cold-start alarm
+    finally:
+        await run.close()
+
+
+async def test_stale_mqtt_ambient_raises_its_alarm_and_falls_back(mqtt_broker: Broker):
+    th = {**THERMAL, "ambient": {"mqtt": True, "stale_s": 120, "fallback_c": 38}}
+    run = await start_run(_site(), thermal=th, mqtt={"url": mqtt_broker.url, "reconnect_max_s": 1})
+    grid: GridClient = connect_client(mqtt_broker, f"grid-{id(run)}")
+    try:
+        link = run.daemon.link
+        for _ in range(100):
+            if link.connected:
+                break
+            await asyncio.sleep(0.05)
+        prefix = f"youxu/v1/{run.daemon.cfg.site.id}/"
+        grid.subscribe(prefix + "#", qos=1)
+        await asyncio.sleep(0.3)
+        tz = run.daemon.cfg.tz
+        at_s = run.clock.now()
+        grid.publish(prefix + "ambient", {"at": format_rfc3339(at_s, tz), "ambient_c": 12.5}, qos=0)
+        for _ in range(100):
+            if link.ambient() is not None:
+                break
+            await asyncio.sleep(0.05)
+        rep = await run.tick(1, 30.0)
+        assert rep.thermal["ambient_c"] == 12.5
+        tel = await grid.until(lambda m: m.topic == prefix + "telemetry")
+        assert tel[0].json()["thermal"]["ambient_c"] == 12.5
+        rep = await run.tick(4, 30.0)  # the last of them 120 s after the reading: not yet stale
+        assert rep.t_s - at_s == 120.0 and rep.thermal["ambient_c"] == 12.5
+        await asyncio.sleep(0.3)
+        assert [e["cause"] for e in grid.events("thermal_alarm")] == ["hotspot"]  # the cold start's only
+        rep = await run.tick(1, 30.0)
+        assert rep.thermal["ambient_c"] == 38.0  # the fallback
+        stale = await grid.until(lambda m: m.topic == prefix + "events" and m.json()["kind"] == "thermal_alarm"
+                                 and m.json()["cause"] == "ambient_stale")
+        assert "38" in stale[0].json()["message"]
+        grid.publish(prefix + "ambient", {"at": format_rfc3339(run.clock.now(), tz), "ambient_c": 14.0}, qos=0)
+        for _ in range(100):
+            if link.ambient()[1] == 14.0:
+                break
+            await asyncio.sleep(0.05)
+        rep = await run.tick(1, 30.0)
+        assert rep.thermal["ambient_c"] == 14.0
+        ev = await grid.until_event("thermal_cleared")
+        assert ev["cause"] == "ambient_stale"
+    finally:
+        grid.close()
+        await run.close()
