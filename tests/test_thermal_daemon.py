@@ -17,7 +17,7 @@ from youxu.controller.grid.payloads import telemetry_payload
 from youxu.controller.store.storage import Store
 from youxu.scheduler import thermal
 
-# 150 kW cap on 166.7 kVA; losses of a 160 kVA distribution transformer (GB 20052 level 2: 2310 / 300 W)
+# 150 kW cap on 166.7 kVA; losses about those of a 160 kVA distribution transformer
 THERMAL = {"load_loss_w": 2310, "no_load_loss_w": 300, "ambient": {"fixed_c": 30}}
 
 
