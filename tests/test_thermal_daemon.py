@@ -5,12 +5,15 @@ a stale ambient source raising its alarm and falling back."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.fault_harness import TOL_KW, Run, start_run
 from tests.fixtures_mqtt import Broker, GridClient, connect_client
 from tests.scenarios import small_site
+from tests.test_cli_errors import ROOT
 from youxu.controller.daemon import Daemon
 from youxu.controller.grid.dispatch_schema import format_rfc3339
 from youxu.controller.grid.payloads import telemetry_payload
@@ -143,4 +146,40 @@ async def test_stale_mqtt_ambient_raises_its_alarm_and_falls_back(mqtt_broker: B
         assert ev["cause"] == "ambient_stale"
     finally:
         grid.close()
+        await run.close()
+
+
+def _meter_with_temperature(tmp_path: Path) -> str:
+    """The sdm630 map plus a float32 °C register past its power and energy block."""
+    prof = yaml.safe_load((ROOT / "config" / "devices" / "sdm630.yaml").read_text())
+    prof["name"] = "sdm630-ambient"
+    prof["registers"]["ambient_temperature"] = {"fc": 4, "address": 0x60, "type": "float32", "unit": "°C"}
+    path = tmp_path / "sdm630-ambient.yaml"
+    path.write_text(yaml.safe_dump(prof, allow_unicode=True), encoding="utf-8")
+    return str(path)
+
+
+async def test_meter_register_ambient_and_its_staleness(tmp_path: Path):
+    th = {**THERMAL, "ambient": {"meter_register": "ambient_temperature", "stale_s": 60, "fallback_c": 36}}
+    run = await start_run(_site(), thermal=th, meter_profile=_meter_with_temperature(tmp_path), meter_grace_s=5.0)
+    try:
+        run.site.meter_image.set("ambient_temperature", -3.5)
+        rep = await run.tick(1, 30.0)
+        assert rep.thermal["ambient_c"] == -3.5
+        # a cold start assumes the fallback as the hottest plausible ambient (36 °C), rated load
+        assert rep.thermal["hotspot_c"] == pytest.approx(36.0 + 55.0 + 23.0, abs=0.3)
+        run.site.meter_image.set("ambient_temperature", -2.0)
+        rep = await run.tick(1, 30.0)
+        assert rep.thermal["ambient_c"] == -2.0
+        run.site.meter_fault = True  # the meter stops answering: no power and no temperature
+        rep = await run.tick(2, 30.0)  # 60 s after the last reading: not yet stale
+        assert rep.thermal["ambient_c"] == -2.0
+        rep = await run.tick(1, 30.0)
+        assert rep.thermal["ambient_c"] == 36.0
+        assert [e[2]["cause"] for e in run.link.of("thermal_alarm")] == ["hotspot", "ambient_stale"]
+        run.site.meter_fault = False
+        rep = await run.tick(1, 30.0)
+        assert rep.thermal["ambient_c"] == -2.0
+        assert "ambient_stale" in [e[2]["cause"] for e in run.link.of("thermal_cleared")]
+    finally:
         await run.close()
