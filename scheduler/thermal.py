@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -122,8 +122,8 @@ def step(p: ThermalParams, s: ThermalState, load_factor: float, ambient_c: float
     fo = math.exp(-dt_min * c.k22 / c.tau_oil_min)
     d1 = c.k21 * g + (s.winding_rise_k - c.k21 * g) * fw
     d2 = (c.k21 - 1.0) * g + (s.oil_rise_k - (c.k21 - 1.0) * g) * fo
-    new = ThermalState(top_oil_c=top, winding_rise_k=d1, oil_rise_k=d2, ageing_h=s.ageing_h)
-    return replace(new, ageing_h=s.ageing_h + float(ageing_rate(new.hotspot_c)) * dt_s / 3600.0)
+    rate = 2.0 ** ((top + d1 - d2 - REFERENCE_HOTSPOT_C) / AGEING_DOUBLING_K)
+    return ThermalState(top_oil_c=top, winding_rise_k=d1, oil_rise_k=d2, ageing_h=s.ageing_h + rate * dt_s / 3600.0)
 
 
 def simulate(p: ThermalParams, s: ThermalState, load_factor: np.ndarray, ambient_c: np.ndarray,
@@ -143,22 +143,47 @@ def simulate(p: ThermalParams, s: ThermalState, load_factor: np.ndarray, ambient
     return top, hot, s
 
 
-def _within(p: ThermalParams, s: ThermalState) -> bool:
-    return s.hotspot_c <= p.hotspot_max_c and s.top_oil_c <= p.top_oil_max_c
+class _StepEnd:
+    """The end-of-step temperatures as functions of the load factor k, for one state, ambient and step
+    length: top-oil = a + b ((1 + R k^2) / (1 + R))^x and hot-spot = top-oil + w0 + wg k^y, the same
+    as `step` with its exponentials computed once (the search below evaluates them many times)."""
+
+    def __init__(self, p: ThermalParams, s: ThermalState, ambient_c: float, dt_s: float) -> None:
+        c = p.constants
+        dt_min = dt_s / 60.0
+        f1 = 1.0 - math.exp(-dt_min / (c.k11 * c.tau_oil_min))
+        fw = math.exp(-dt_min / (c.k22 * c.tau_winding_min))
+        fo = math.exp(-dt_min * c.k22 / c.tau_oil_min)
+        self.r, self.x, self.y = p.loss_ratio, c.oil_exponent_x, c.winding_exponent_y
+        self.a = s.top_oil_c * (1.0 - f1) + ambient_c * f1
+        self.b = (c.top_oil_rise_k + c.ambient_surcharge_k) * f1
+        self.w0 = s.winding_rise_k * fw - s.oil_rise_k * fo
+        self.wg = c.hotspot_gradient_k * (c.k21 * (1.0 - fw) - (c.k21 - 1.0) * (1.0 - fo))
+
+    def temps(self, k: float) -> tuple[float, float]:
+        """(top-oil, hot-spot) °C at the end of the step at load factor k."""
+        top = self.a + self.b * ((1.0 + self.r * k * k) / (1.0 + self.r)) ** self.x
+        return top, top + self.w0 + self.wg * k ** self.y
 
 
 def max_load_factor(p: ThermalParams, s: ThermalState, ambient_c: float, dt_s: float, k_cap: float,
-                    tol: float = 1e-4) -> float:
+                    tol: float = 1e-3) -> float:
     """The largest constant load factor in [0, k_cap] whose end-of-step state is within both maxima
     (0 when even no load is not: the transformer is already too hot to be cooled in one step)."""
-    if _within(p, step(p, s, k_cap, ambient_c, dt_s)):
+    end = _StepEnd(p, s, ambient_c, dt_s)
+
+    def within(k: float) -> bool:
+        top, hot = end.temps(k)
+        return hot <= p.hotspot_max_c and top <= p.top_oil_max_c
+
+    if within(k_cap):
         return k_cap
-    lo, hi = 0.0, k_cap
-    if not _within(p, step(p, s, 0.0, ambient_c, dt_s)):
+    if not within(0.0):
         return 0.0
+    lo, hi = 0.0, k_cap
     while hi - lo > tol:
         mid = 0.5 * (lo + hi)
-        if _within(p, step(p, s, mid, ambient_c, dt_s)):
+        if within(mid):
             lo = mid
         else:
             hi = mid
