@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -181,5 +182,21 @@ async def test_meter_register_ambient_and_its_staleness(tmp_path: Path):
         rep = await run.tick(1, 30.0)
         assert rep.thermal["ambient_c"] == -2.0
         assert "ambient_stale" in [e[2]["cause"] for e in run.link.of("thermal_cleared")]
+    finally:
+        await run.close()
+
+
+async def test_monthly_ambient_follows_the_local_month():
+    """Half past midnight on 1 July in Beijing is still 30 June in UTC: the July value applies."""
+    months = [-3.0, 0.0, 8.0, 16.0, 22.0, 27.0, 29.5, 28.0, 22.0, 14.0, 5.0, -1.0]
+    sc = small_site(n_piles=2, base_kw=60.0, limit_kw=150.0, hours=1, start="2026-07-01T00:30:00+08:00")
+    run = await start_run(sc, thermal={**THERMAL, "ambient": {"monthly_c": months}})
+    try:
+        rep = await run.tick(1, 30.0)
+        assert rep.thermal["ambient_c"] == 29.5
+        # the cold start assumes the hottest month at rated load
+        assert rep.thermal["hotspot_c"] == pytest.approx(29.5 + 55.0 + 23.0, abs=0.3)
+        horizon = run.daemon.loop.controller.thermal.ambient(run.clock.now() + np.array([0.0, 40 * 86400.0]))
+        assert horizon.tolist() == [29.5, 28.0]  # the planner's ambient ahead: August after July
     finally:
         await run.close()
