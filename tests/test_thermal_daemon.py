@@ -25,6 +25,11 @@ from youxu.scheduler import thermal
 THERMAL = {"load_loss_w": 2310, "no_load_loss_w": 300, "ambient": {"fixed_c": 30}}
 
 
+def _state_of(rep) -> thermal.ThermalState:
+    """A state from a report's temperatures (k21 = 1: the hot-spot is top-oil plus the winding rise)."""
+    return thermal.ThermalState(rep.thermal["top_oil_c"], rep.thermal["hotspot_c"] - rep.thermal["top_oil_c"])
+
+
 def _site():
     return small_site(n_piles=6, base_kw=90.0, limit_kw=150.0, hours=6, energy_kwh=60.0)
 
@@ -198,5 +203,26 @@ async def test_monthly_ambient_follows_the_local_month():
         assert rep.thermal["hotspot_c"] == pytest.approx(29.5 + 55.0 + 23.0, abs=0.3)
         horizon = run.daemon.loop.controller.thermal.ambient(run.clock.now() + np.array([0.0, 40 * 86400.0]))
         assert horizon.tolist() == [29.5, 28.0]  # the planner's ambient ahead: August after July
+    finally:
+        await run.close()
+
+
+async def test_a_backward_clock_step_does_not_freeze_the_thermal_state():
+    run = await start_run(_site(), thermal=THERMAL)
+    try:
+        reps = await _ticks(run, 10, 30.0)
+        cooled_before = reps[0].thermal["hotspot_c"] - reps[-1].thermal["hotspot_c"]
+        assert cooled_before > 0.5
+        # NTP steps the wall clock back an hour between two ticks (as the ticker reports it); the virtual
+        # clock only runs forwards, so it is stepped by hand
+        run.clock._t -= 3600.0
+        run.daemon.loop.on_clock_step(-3600.0)
+        after = await _ticks(run, 10, 30.0)
+        expected = thermal.simulate(run.daemon.loop.thermal.params, _state_of(reps[-1]),
+                                    [r.total_kw / (0.95 * 150.0 / 0.9) for r in after], 30.0, np.full(10, 30.0))
+        assert after[0].t_s < reps[-1].t_s  # the step happened
+        # it keeps following the measured load, 30 s a tick: neither frozen nor bridged as a gap
+        assert after[-1].thermal["hotspot_c"] < reps[-1].thermal["hotspot_c"] - 0.1
+        assert after[-1].thermal["hotspot_c"] == pytest.approx(float(expected[1][-1]), abs=0.3)
     finally:
         await run.close()

@@ -358,6 +358,8 @@ class FastLoop:
         self.stats.clock_steps += 1
         self.tracker.shift_time(step_s)
         self.meter_guard.shift_time(step_s)
+        if self.thermal is not None:
+            self.thermal.shift_time(step_s)
         self.io.written_at += step_s
         self._persisted_s += step_s
         if self.failsafe is not None:

@@ -74,8 +74,7 @@ class ThermalWatch:
         self.reading: tuple[float, float] | None = None  # (epoch s, °C) of a measured source
         self.active: set[str] = set()  # alarm causes raised and not yet cleared
         self.resumed = False
-        self.limit_kw: float | None = None
-        self.now_: ThermalNow | None = None
+        self.last: ThermalNow | None = None  # the view of the latest tick
 
     # ---- ambient -------------------------------------------------------------------
     def observe_ambient(self, at_s: float, ambient_c: float) -> None:
@@ -90,6 +89,13 @@ class ThermalWatch:
         if r is None or t_s - r[0] > self.ambient_cfg.stale_s:
             return self.hottest_c, False
         return r[1], True
+
+    def shift_time(self, step_s: float) -> None:
+        """The wall clock stepped: move our timestamps with it (the grid's readings carry the grid's time)."""
+        if self.t_s is not None:
+            self.t_s += step_s
+        if self.reading is not None and self.ambient_cfg.meter_register is not None:
+            self.reading = (self.reading[0] + step_s, self.reading[1])
 
     # ---- the state -----------------------------------------------------------------
     def worst_state(self) -> ThermalState:
@@ -113,12 +119,12 @@ class ThermalWatch:
         elif dt > 0:
             self.state = thermal.step(self.params, self.state, self.params.load_factor(total_kw), ambient_c, dt)
         self.t_s = max(self.t_s, t_s)
-        self.now_ = ThermalNow(state=self.state, ambient_c=ambient_c, ambient_ok=ok)
-        return self.now_
+        self.last = ThermalNow(state=self.state, ambient_c=ambient_c, ambient_ok=ok)
+        return self.last
 
     def alarms(self) -> list[Alarm]:
         """The alarm changes of the state now: (kind, message, fields)."""
-        now = self.now_
+        now = self.last
         if now is None:
             return []
         p, s = self.params, now.state
@@ -147,7 +153,7 @@ class ThermalWatch:
         return out
 
     def telemetry(self, limit_kw: float) -> dict | None:
-        now = self.now_
+        now = self.last
         if now is None:
             return None
         return {"ambient_c": round(now.ambient_c, 2), "top_oil_c": round(now.state.top_oil_c, 2),
