@@ -120,3 +120,25 @@ def test_above_rated_serves_more_on_a_cold_night_at_the_same_hotspot_limit():
     assert k["hotspot_max_c"] <= 98.0 + 0.2
     assert k["limit_violation_steps"] == 0  # counted against above_rated_max_kw
     assert json.loads(json.dumps(k))["ageing_h"] >= 0.0
+
+
+def test_generate_writes_the_weather_the_homes_saw_as_ambient():
+    from youxu.sim.generate import generate_scenario
+    from youxu.sim.household import HouseholdModel
+    from youxu.sim.presets import resolve_preset
+    from youxu.sim.tou import LocalAxis
+
+    for season, lo, hi in (("summer", 20.0, 36.0), ("winter", -13.0, 6.0)):
+        sc = generate_scenario("old-community", season=season, seed=4, history_days=0, dispatch=False)
+        amb = sc.ambient_per_step_c()
+        assert amb.size == sc.n_steps and lo < amb.min() < amb.max() < hi
+        # the 15-minute means of the temperature the household model ran on
+        p, chosen = resolve_preset("old-community", season)
+        from youxu.sim.generate import STREAM_HOMES, _rng
+
+        model = HouseholdModel(p.household_params(p.households, chosen), _rng(4, STREAM_HOMES))
+        temp = model.simulate(LocalAxis(p.start(chosen), sc.duration_s, 60)).temperature_c
+        assert sc.ambient_c.c[:4] == [round(float(x), 2) for x in temp[:60].reshape(4, 15).mean(axis=1)]
+        # the warmest quarter-hour is in the afternoon, local time
+        warm = sc.start.timestamp() + 900 * int(np.argmax(sc.ambient_c.c))
+        assert 12 <= (warm / 3600 + 8) % 24 <= 18
