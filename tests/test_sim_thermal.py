@@ -142,3 +142,24 @@ def test_generate_writes_the_weather_the_homes_saw_as_ambient():
         # the warmest quarter-hour is in the afternoon, local time
         warm = sc.start.timestamp() + 900 * int(np.argmax(sc.ambient_c.c))
         assert 12 <= (warm / 3600 + 8) % 24 <= 18
+
+
+def test_report_and_compare_show_the_transformer_temperatures(tmp_path):
+    from youxu.sim.compare import markdown_table as compare_table
+    from youxu.sim.outputs import write_outputs
+    from youxu.sim.report_text import CHART_HELP, THERMAL_KPI_LABELS
+
+    sc = parse_scenario(hot_evening())
+    res = run_scenario(sc, "llf")
+    kpis = write_outputs(tmp_path, res)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    for key, label in THERMAL_KPI_LABELS.items():
+        assert f"<th>{label}</th><td class=num>{kpis[key]}</td>" in page
+    def plain_text(x: str) -> str:
+        return x.replace("<b>", "").replace("</b>", "")
+
+    assert plain_text(CHART_HELP["thermal"]).split(".")[0] in plain_text(page)
+    plain = parse_scenario(hot_evening(None))
+    assert "Highest winding hot-spot" not in compare_table(plain, [write_outputs(tmp_path / "p", run_scenario(
+        plain, "llf"))])
+    assert f"| Highest winding hot-spot (°C) | {kpis['hotspot_max_c']} |" in compare_table(sc, [kpis])
