@@ -51,3 +51,28 @@ def thermal_series(sc: Scenario, total_kw: np.ndarray) -> tuple[np.ndarray, np.n
     top, hot, end = thermal.simulate(p, initial_state(sc, p), k, sc.ambient_per_step_c(),
                                      np.full(k.size, float(sc.step_s)))
     return top, hot, end.ageing_h
+
+
+# Approximate catalogue losses of S11-series oil-immersed distribution transformers (no-load W, load W at 75 °C)
+TYPICAL_LOSSES_W = {315.0: (480.0, 3650.0), 400.0: (570.0, 4300.0), 630.0: (810.0, 6200.0), 1000.0: (1150.0, 10300.0)}
+ABOVE_RATED_PU = 1.5  # IEC 60076-7's ceiling for normal cyclic loading of distribution transformers
+
+
+def with_thermal_limit(sc: Scenario) -> Scenario:
+    """The scenario judged by the transformer's thermal limit instead of its kW cap: `site.thermal` with
+    the size's typical losses, above-rated operation allowed up to 1.5 per unit (apparent power at the
+    default power factor), and the phase limits raised in the same proportion as the cap (they are
+    the transformer's share per phase)."""
+    if sc.site.thermal is not None:
+        return sc
+    kva = sc.site.transformer_kva
+    size = min(TYPICAL_LOSSES_W, key=lambda k: abs(k - kva))
+    no_load, load = (w * kva / size for w in TYPICAL_LOSSES_W[size])
+    above_kw = round(ABOVE_RATED_PU * 0.95 * kva, 1)
+    raw = sc.model_dump(mode="json", exclude_none=True)
+    raw["site"]["thermal"] = {"load_loss_w": round(load, 1), "no_load_loss_w": round(no_load, 1),
+                              "allow_above_rated": True, "above_rated_max_kw": above_kw}
+    if sc.site.phase_limit_kw is not None:
+        f = above_kw / sc.site.limit_kw
+        raw["site"]["phase_limit_kw"] = {k: round(v * f, 1) for k, v in sc.site.phase_limit_kw.items()}
+    return Scenario.model_validate(raw)

@@ -163,3 +163,31 @@ def test_report_and_compare_show_the_transformer_temperatures(tmp_path):
     assert "Highest winding hot-spot" not in compare_table(plain, [write_outputs(tmp_path / "p", run_scenario(
         plain, "llf"))])
     assert f"| Highest winding hot-spot (°C) | {kpis['hotspot_max_c']} |" in compare_table(sc, [kpis])
+
+
+def test_hosting_capacity_judged_by_the_thermal_limit():
+    from youxu.sim.generate import scenario_at_penetration
+    from youxu.sim.hosting import Step, hosting_step
+    from youxu.sim.thermal import with_thermal_limit
+
+    sc = with_thermal_limit(scenario_at_penetration("old-community", 1.0, seed=1))
+    th = sc.site.thermal
+    assert (th.no_load_loss_w, th.load_loss_w) == (480.0, 3650.0)  # 315 kVA
+    assert th.allow_above_rated and th.above_rated_max_kw == round(1.5 * 0.95 * 315, 1)
+    assert sc.site.phase_limit_kw["L1"] == round(99.2 * th.above_rated_max_kw / 283.5, 1)
+    assert sc.ambient_c is not None  # the generator's winter weather
+    _, step = hosting_step("small", 1, "mpc", 0.4, "thermal")
+    assert step.hotspot_c is not None and step.hotspot_max_c == 98.0
+    assert "hotspot_max_c" in step.to_json()
+    hot = Step(penetration=1.0, evs=10, violations=0, served_fraction=1.0, peak_kw=1.0, hotspot_c=99.0,
+               hotspot_max_c=98.0)
+    assert not hot.hosted  # a fleet that overheats the winding is not hosted, whatever it was served
+    _, plain = hosting_step("small", 1, "llf", 0.4)
+    assert plain.hotspot_c is None and "hotspot_max_c" not in plain.to_json()
+
+
+def test_hosting_capacity_rejects_an_unknown_limit():
+    from tests.test_cli_errors import youxu
+
+    r = youxu("sim", "hosting-capacity", "--preset", "small", "--strategies", "llf", "--limit", "fuse")
+    assert r.returncode == 2 and "--limit" in r.stderr and "Traceback" not in r.stderr
