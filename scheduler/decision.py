@@ -55,7 +55,7 @@ class SiteLimits:
 class Decision:
     setpoints_kw: np.ndarray
     limits: HardLimits
-    limit_kw: float  # tightest import limit in force (transformer or dispatch), without margin
+    limit_kw: float  # tightest import limit in force (transformer, its thermal limit, dispatch), without margin
     plan: Plan | None = None
     plan_ms: float = 0.0
     planned: bool = False
