@@ -20,6 +20,8 @@ from youxu.config.errors import UserError
 from youxu.controller.gridlink import GridLink, NoGridLink
 from youxu.controller.loop.fastloop import STATE_KEY, FastLoop
 from youxu.controller.loop.siteio import SiteIO
+from youxu.controller.loop.thermalwatch import STATE_FIELD as THERMAL_FIELD
+from youxu.controller.loop.thermalwatch import thermal_site
 from youxu.controller.ops.watchdog import Watchdog
 from youxu.controller.siteconfig import SiteConfig
 from youxu.controller.store.dispatch_store import SqlDispatchStore
@@ -71,7 +73,8 @@ def dispatch_memory(cfg: SiteConfig, store: Store | None) -> dict:
 def make_controller(cfg: SiteConfig, link: GridLink) -> Controller:
     planner = RollingPlanner(planning_config(cfg)) if cfg.control.strategy == "mpc" else None
     return Controller(cfg.pile_model(), site_limits(cfg), cfg.control.strategy, tariff_fn(cfg.tariff, cfg.tz),
-                      dispatch=link.limits, tick_s=cfg.control.period_s, planner=planner)
+                      dispatch=link.limits, tick_s=cfg.control.period_s, planner=planner,
+                      thermal=thermal_site(cfg))
 
 
 @dataclass
@@ -117,6 +120,13 @@ class Daemon:
         if st:
             self.loop.tracker.restore(st.get("sessions", {}))
             log.info("restored %d open sessions", len(self.loop.tracker.sessions))
+        thermal = self.loop.thermal
+        if thermal is not None:
+            if thermal.restore((st or {}).get(THERMAL_FIELD)):
+                log.info("resumed the transformer's thermal state: hot-spot %.1f °C", thermal.state.hotspot_c)
+            else:
+                log.warning("no saved thermal state: assuming rated load at %.1f °C ambient until measured",
+                            thermal.hottest_c)
         now = self.clock.now()
         hist = self.store.history(now - FORECAST_HISTORY_S)
         keep = hist.t_s <= now

@@ -55,6 +55,7 @@ class TickReport:
     # every pile the site can steer draws what it was told before this tick (or less) and this tick's
     # decision tells it the same: the measurement is as close to any limit as the controller takes it
     settled: bool = False
+    thermal: dict[str, float] | None = None  # {ambient_c, top_oil_c, hotspot_c, limit_kw} where configured
 
 
 class GridLink(Protocol):
@@ -63,6 +64,9 @@ class GridLink(Protocol):
 
     def take_bookings(self) -> list[Booking]:
         """Bookings received since the last call (never blocks)."""
+
+    def ambient(self) -> tuple[float, float] | None:
+        """The latest ambient temperature from the grid's `ambient` topic: (epoch s it was taken, °C)."""
 
     def after_tick(self, report: TickReport) -> None:
         """Hand the tick's outcome to the link (acks, telemetry, events); must never block."""
@@ -91,6 +95,9 @@ class NoGridLink:
     def take_bookings(self) -> list[Booking]:
         out, self._bookings = self._bookings, []
         return out
+
+    def ambient(self) -> tuple[float, float] | None:
+        return None
 
     def after_tick(self, report: TickReport) -> None:
         return None

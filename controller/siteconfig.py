@@ -14,6 +14,7 @@ from youxu.config.userfiles import load_yaml
 from youxu.drivers.mqtt_topics import SITE_ID_PATTERN
 from youxu.drivers.transport import parse_device_url
 from youxu.scheduler.model import Piles, phase_matrix
+from youxu.scheduler.thermal import ThermalConstants, ThermalParams
 
 
 class _Section(BaseModel):
@@ -35,12 +36,104 @@ class SiteSection(_Section):
         return v
 
 
+class AmbientSection(_Section):
+    """Where the ambient temperature comes from: exactly one of the four sources."""
+
+    fixed_c: float | None = Field(default=None, ge=-60, le=60)
+    monthly_c: list[float] | None = Field(default=None, min_length=12, max_length=12)
+    meter_register: str | None = Field(default=None, min_length=1)
+    mqtt: bool | None = None
+    stale_s: float = Field(default=900.0, gt=0)  # a measured source older than this is stale: alarm, fallback
+    fallback_c: float | None = Field(default=None, ge=-60, le=60)  # default: the hottest plausible, see below
+
+    @field_validator("monthly_c")
+    @classmethod
+    def _months(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(not -60 <= c <= 60 for c in v):
+            raise ValueError("every monthly value must be between -60 and 60 °C")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AmbientSection:
+        given = [k for k in ("fixed_c", "monthly_c", "meter_register") if getattr(self, k) is not None]
+        if self.mqtt:
+            given.append("mqtt")
+        elif self.mqtt is False:
+            raise ValueError("mqtt: give `mqtt: true` or another source")
+        if len(given) != 1:
+            raise ValueError("give exactly one of fixed_c, monthly_c, meter_register, mqtt: true"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+    @property
+    def source(self) -> str:
+        if self.fixed_c is not None:
+            return "fixed"
+        if self.monthly_c is not None:
+            return "monthly"
+        return "meter_register" if self.meter_register is not None else "mqtt"
+
+    def hottest_c(self) -> float:
+        """The hottest ambient this source plausibly gives: a cold start assumes it, a stale source falls back
+        to it (the configured `fallback_c` when given)."""
+        if self.fallback_c is not None:
+            return self.fallback_c
+        if self.fixed_c is not None:
+            return self.fixed_c
+        if self.monthly_c is not None:
+            return max(self.monthly_c)
+        return DEFAULT_HOT_AMBIENT_C
+
+
+DEFAULT_HOT_AMBIENT_C = 40.0  # a measured source with no fallback_c falls back to a hot summer afternoon
+
+
+class ThermalConstantsSection(_Section):
+    """Overrides of IEC 60076-7's constants for an ONAN distribution transformer (from the test report)."""
+
+    top_oil_rise_k: float | None = Field(default=None, gt=0, le=100)
+    hotspot_gradient_k: float | None = Field(default=None, gt=0, le=100)
+    oil_exponent_x: float | None = Field(default=None, gt=0, le=2)
+    winding_exponent_y: float | None = Field(default=None, gt=0, le=3)
+    k11: float | None = Field(default=None, gt=0)
+    k21: float | None = Field(default=None, ge=1)
+    k22: float | None = Field(default=None, gt=0)
+    tau_oil_min: float | None = Field(default=None, gt=0)
+    tau_winding_min: float | None = Field(default=None, gt=0)
+    ambient_surcharge_k: float | None = Field(default=None, ge=0, le=50)
+
+
+class ThermalSection(_Section):
+    model: Literal["iec60076-7"] = "iec60076-7"
+    load_loss_w: float = Field(gt=0)
+    no_load_loss_w: float = Field(gt=0)
+    constants: ThermalConstantsSection = Field(default_factory=ThermalConstantsSection)
+    hotspot_max_c: float = Field(default=98.0, gt=0, le=160)
+    top_oil_max_c: float = Field(default=105.0, gt=0, le=130)
+    power_factor: float = Field(default=0.95, gt=0, le=1)
+    allow_above_rated: bool = False
+    above_rated_max_kw: float | None = Field(default=None, gt=0)
+    ambient: AmbientSection
+
+    @model_validator(mode="after")
+    def _check(self) -> ThermalSection:
+        if self.allow_above_rated and self.above_rated_max_kw is None:
+            raise ValueError("allow_above_rated needs above_rated_max_kw (the most the thermal limit may allow)")
+        if self.above_rated_max_kw is not None and not self.allow_above_rated:
+            raise ValueError("above_rated_max_kw is set but allow_above_rated is false")
+        if self.no_load_loss_w >= self.load_loss_w:
+            raise ValueError(f"no_load_loss_w {self.no_load_loss_w} is not below load_loss_w {self.load_loss_w} "
+                             "(iron loss is a fraction of the copper loss on a distribution transformer)")
+        return self
+
+
 class TransformerSection(_Section):
     rated_kva: float = Field(gt=0)
     import_limit_kw: float = Field(gt=0)
     export_limit_kw: float = Field(default=0.0, ge=0)
     phase_limit_kw: dict[Literal["L1", "L2", "L3"], float] | None = None
     margin_kw: float = Field(default=10.0, ge=0)
+    thermal: ThermalSection | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TransformerSection:
@@ -50,7 +143,25 @@ class TransformerSection(_Section):
             )
         if self.margin_kw >= self.import_limit_kw:
             raise ValueError("margin_kw must be below import_limit_kw")
+        th = self.thermal
+        if th is not None and th.above_rated_max_kw is not None:
+            if th.above_rated_max_kw <= self.import_limit_kw:
+                raise ValueError(f"thermal.above_rated_max_kw {th.above_rated_max_kw} must be above "
+                                 f"import_limit_kw {self.import_limit_kw}")
+            if th.above_rated_max_kw > 2.0 * self.rated_kva:
+                raise ValueError(f"thermal.above_rated_max_kw {th.above_rated_max_kw} is more than twice rated_kva "
+                                 f"{self.rated_kva} (IEC 60076-7 allows at most 1.5 per unit on distribution "
+                                 "transformers)")
         return self
+
+    def thermal_params(self) -> ThermalParams | None:
+        th = self.thermal
+        if th is None:
+            return None
+        given = {k: v for k, v in th.constants.model_dump().items() if v is not None}
+        return ThermalParams(rated_kva=self.rated_kva, load_loss_w=th.load_loss_w, no_load_loss_w=th.no_load_loss_w,
+                             constants=ThermalConstants(**given), hotspot_max_c=th.hotspot_max_c,
+                             top_oil_max_c=th.top_oil_max_c, power_factor=th.power_factor)
 
 
 class DeviceSection(_Section):
@@ -474,6 +585,29 @@ def ocpp_problems(raw: dict) -> list[str]:
             "password_file)"]
 
 
+def thermal_problems(cfg: SiteConfig) -> list[str]:
+    """What the thermal section asks of the other sections: the meter register, the grid link."""
+    th = cfg.transformer.thermal
+    if th is None:
+        return []
+    where = "transformer.thermal.ambient"
+    problems = []
+    reg = th.ambient.meter_register
+    if reg is not None:
+        from youxu.drivers.profiles import load_profile
+
+        known = load_profile(cfg.meter.profile).registers
+        if reg not in known:
+            problems.append(f"{where}.meter_register: {reg!r} is not a register of meter profile "
+                            f"{cfg.meter.profile!r} (it has {', '.join(sorted(known))})")
+        elif known[reg].unit != "°C":
+            problems.append(f"{where}.meter_register: register {reg!r} of meter profile {cfg.meter.profile!r} "
+                            f"is in {known[reg].unit or 'no unit'!r}, not °C")
+    if th.ambient.mqtt and cfg.mqtt is None:
+        problems.append(f"{where}.mqtt: the ambient topic needs the mqtt section")
+    return problems
+
+
 def parse_site_config(raw: object, source: str = "config") -> SiteConfig:
     """Validate; raise UserError listing every problem, one per line."""
     if not isinstance(raw, dict):
@@ -484,6 +618,8 @@ def parse_site_config(raw: object, source: str = "config") -> SiteConfig:
         cfg = SiteConfig.model_validate(raw)
     except ValidationError as exc:
         problems = validation_problems(exc) + problems
+    if cfg is not None:
+        problems += thermal_problems(cfg)
     if problems or cfg is None:
         raise UserError(format_problems(source, problems))
     return cfg

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +21,7 @@ class MeterReading:
     current_a: dict[str, float | None]
     import_kwh: float | None
     export_kwh: float | None
+    temperatures_c: dict[str, float] = field(default_factory=dict)  # the profile's °C registers, by name
 
     def as_contract(self, profile: str) -> dict:
         ph = self.phase_power_kw
@@ -65,4 +66,6 @@ class ModbusMeter(ProfiledDevice):
             current_a={f"L{i + 1}": self.value(raw, f"current_{k}") for i, k in enumerate(PHASE_KEYS)},
             import_kwh=self.value(raw, "import_energy"),
             export_kwh=self.value(raw, "export_energy"),
+            temperatures_c={name: v for name, reg in self.registers.items() if reg.unit == "°C"
+                            and (v := self.optional_value(raw, name)) is not None},
         )

@@ -50,6 +50,10 @@ class SiteTopics:
         return self.prefix + "heartbeat"
 
     @property
+    def ambient(self) -> str:
+        return self.prefix + "ambient"
+
+    @property
     def status(self) -> str:
         return self.prefix + "status"
 
@@ -68,19 +72,19 @@ class SiteTopics:
         return f"{self.prefix}sessions/{pile_id}/request"
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        """What the site reads: commands and default at QoS 1, heartbeats at 0, bookings at 1."""
+        """What the site reads: commands and default at QoS 1, heartbeats and ambient at 0, bookings at 1."""
         return [(self.prefix + "dispatch", 1), (self.prefix + "default", 1), (self.prefix + "heartbeat", 0),
-                (self.prefix + "sessions/+/request", 1)]
+                (self.prefix + "ambient", 0), (self.prefix + "sessions/+/request", 1)]
 
 
 def classify_topic(topic: str) -> tuple[str, str | None, str | None]:
-    """(kind, site_id, pile_id) of an incoming topic; kind is dispatch, default, heartbeat,
+    """(kind, site_id, pile_id) of an incoming topic; kind is dispatch, default, heartbeat, ambient,
     session_request or other."""
     parts = topic.split("/")
     if len(parts) < 3 or "/".join(parts[:2]) != TOPIC_ROOT:
         return "other", None, None
     site, rest = parts[2], parts[3:]
-    if rest in (["dispatch"], ["default"], ["heartbeat"]):
+    if rest in (["dispatch"], ["default"], ["heartbeat"], ["ambient"]):
         return rest[0], site, None
     if len(rest) == 3 and rest[0] == "sessions" and rest[2] == "request":
         return "session_request", site, rest[1]

@@ -40,6 +40,7 @@ UNIT_TO_CANONICAL: dict[str, tuple[str, float]] = {
     "s": ("s", 1.0),
     "ms": ("s", 1e-3),
     "Hz": ("Hz", 1.0),
+    "°C": ("°C", 1.0),  # a temperature (the transformer's ambient, say)
     "": ("", 1.0),
 }
 

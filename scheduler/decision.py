@@ -17,6 +17,7 @@ import numpy as np
 from youxu.scheduler import heuristics, safety
 from youxu.scheduler.forecast import BaseLoadForecaster
 from youxu.scheduler.model import DispatchLimits, HardLimits, Piles, Plan, PlanInput, Snapshot
+from youxu.scheduler.thermal import ThermalNow, ThermalSite
 
 TariffFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # epoch s -> (import, export) yuan/kWh
 DispatchFn = Callable[[np.ndarray], DispatchLimits]
@@ -54,7 +55,7 @@ class SiteLimits:
 class Decision:
     setpoints_kw: np.ndarray
     limits: HardLimits
-    limit_kw: float  # tightest import limit in force (transformer or dispatch), without margin
+    limit_kw: float  # tightest import limit in force (transformer, its thermal limit, dispatch), without margin
     plan: Plan | None = None
     plan_ms: float = 0.0
     planned: bool = False
@@ -66,7 +67,8 @@ class Controller:
     """Turns snapshots into safe setpoints with the chosen strategy."""
 
     def __init__(self, piles: Piles, site: SiteLimits, strategy: str, tariff: TariffFn,
-                 dispatch: DispatchFn | None = None, tick_s: float = 1.0, planner: Planner | None = None) -> None:
+                 dispatch: DispatchFn | None = None, tick_s: float = 1.0, planner: Planner | None = None,
+                 thermal: ThermalSite | None = None) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
         self.piles = piles
@@ -76,10 +78,18 @@ class Controller:
         self.dispatch = dispatch or (lambda t: DispatchLimits.none(np.asarray(t).size))
         self.tick_s = tick_s
         self.planner = planner  # the rolling-horizon planner (mpc), see scheduler.planner
+        self.thermal = thermal  # the transformer's thermal limit joins the kW cap (see scheduler.thermal)
 
-    def hard_limits(self, t_s: float) -> tuple[HardLimits, float]:
+    def site_import_kw(self, thermal: ThermalNow | None, base_kw: float = 0.0) -> float:
+        """The transformer's import limit now, before dispatch and margin: the kW cap, or its thermal limit."""
+        if self.thermal is None or thermal is None:
+            return self.site.import_kw
+        return self.thermal.limit_now_kw(thermal, self.site.import_kw, base_kw)
+
+    def hard_limits(self, t_s: float, thermal: ThermalNow | None = None, base_kw: float = 0.0
+                    ) -> tuple[HardLimits, float]:
         d = self.dispatch(np.array([t_s]))
-        site_import = min(self.site.import_kw, float(d.site_import_max_kw[0]))
+        site_import = min(self.site_import_kw(thermal, base_kw), float(d.site_import_max_kw[0]))
         limits = HardLimits(
             import_kw=site_import - self.site.margin_kw,
             export_kw=max(0.0, min(self.site.export_kw, float(d.site_export_max_kw[0]))),
@@ -115,7 +125,7 @@ class Controller:
         )
 
     def decide(self, snap: Snapshot) -> Decision:
-        limits, limit_kw = self.hard_limits(snap.t_s)
+        limits, limit_kw = self.hard_limits(snap.t_s, snap.thermal, snap.base_kw + float(snap.assumed_kw.sum()))
         t0 = time.perf_counter()
         plan: Plan | None = None
         planned = fallback = False

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from youxu.scheduler.thermal import ThermalNow
+
 PHASES = ("L1", "L2", "L3")
 
 
@@ -155,6 +157,7 @@ class Snapshot:
     sessions: Sessions
     meter_ok: bool = True
     fixed_kw: np.ndarray | None = None  # (n,) NaN where controllable; else the power assumed for that pile
+    thermal: ThermalNow | None = None  # the transformer's thermal state, where the site models it
 
     @property
     def base_kw(self) -> float:

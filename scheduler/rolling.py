@@ -114,13 +114,18 @@ class RollingPlanner:
         base_phase[0] = np.maximum(base_phase[0], now_phase)
         d_start, d_end = ctl.dispatch(starts), ctl.dispatch(np.maximum(ends - 1.0, starts))
         site = ctl.site
+        site_import = np.full(steps.size, site.import_kw)
+        if ctl.thermal is not None and snap.thermal is not None:
+            # the transformer's thermal limit over the horizon, from the state now and the forecast load
+            site_import = ctl.thermal.limits_kw(snap.thermal, snap.t_s, steps, base, site.import_kw)
+            site_import[0] = min(site_import[0], ctl.site_import_kw(snap.thermal, float(base[0])))
         imp_price, exp_price = ctl.tariff(starts)
         return PlanInput(
             t0_s=snap.t_s,
             step_s=steps,
             base_kw=base,
             base_phase_kw=base_phase,
-            import_limit_kw=np.minimum(site.import_kw, np.minimum(d_start.site_import_max_kw,
+            import_limit_kw=np.minimum(site_import, np.minimum(d_start.site_import_max_kw,
                                                                   d_end.site_import_max_kw)) - site.margin_kw,
             export_limit_kw=np.maximum(0.0, np.minimum(site.export_kw, np.minimum(d_start.site_export_max_kw,
                                                                                   d_end.site_export_max_kw))),

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from youxu.sim.progress import ProgressBar
-from youxu.sim.report_text import KPI_LABELS
+from youxu.sim.report_text import KPI_LABELS, THERMAL_KPI_LABELS
 from youxu.sim.scenario import Scenario, load_scenario
 
 POLL_S = 0.5
@@ -84,7 +84,8 @@ def markdown_table(sc: Scenario, kpis: list[dict]) -> str:
              f"{sc.start.isoformat()}, transformer limit {sc.site.limit_kw:g} kW.", "",
              "| figure | " + " | ".join(f"`{n}`" for n in names) + " |",
              "|---|" + "---:|" * len(names)]
-    for key, label in KPI_LABELS.items():
+    thermal = {key: label for key, label in THERMAL_KPI_LABELS.items() if any(key in k for k in kpis)}
+    for key, label in {**KPI_LABELS, **thermal}.items():
         cells = ["—" if k.get(key) is None else str(k[key]) for k in kpis]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

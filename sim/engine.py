@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from youxu.controller.gridlink import DispatchLimits
+from youxu.scheduler import thermal
 from youxu.scheduler.decision import Controller, SiteLimits
 from youxu.scheduler.model import Snapshot
+from youxu.scheduler.thermal import ThermalNow
 from youxu.sim.physics import PlugTimeline, SitePhysics
 from youxu.sim.scenario import Scenario
 
@@ -83,8 +85,12 @@ def make_controller(sc: Scenario, strategy: str, physics: SitePhysics) -> Contro
         t_s, phase_kw = sc.history_phase_kw()
         if t_s.size:  # the meter's history before the start, as a running daemon reads it back from its database
             planner.forecaster.observe_many(sc.epoch_s(0.0) + t_s, phase_kw.sum(axis=1), phase_kw)
+    # the thermal limit is the optimizer's: the heuristics see only the kW cap, as they would in practice
+    from youxu.sim.thermal import thermal_site
+
+    th = thermal_site(sc, window_s=planner.cfg.step_s) if planner is not None else None
     return Controller(physics.piles, site_limits(sc), strategy, tariff_fn(sc),
-                      dispatch=PiecewiseDispatch(sc), tick_s=sc.step_s, planner=planner)
+                      dispatch=PiecewiseDispatch(sc), tick_s=sc.step_s, planner=planner, thermal=th)
 
 
 class PiecewiseDispatch:
@@ -195,6 +201,13 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
     else:
         controller = make_controller(sc, strategy, phys)
     plugs = PlugTimeline(phys)
+    params = sc.site.thermal_params()
+    ambient = sc.ambient_per_step_c()
+    heat = None
+    if params is not None:
+        from youxu.sim.thermal import initial_state
+
+        heat = initial_state(sc, params)
     for k in range(n_steps):
         t_s = k * sc.step_s
         active = plugs.at(t_s)
@@ -210,6 +223,7 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
                 pile_online=online,
                 pile_plugged=active >= 0,
                 sessions=phys.known_sessions(t_s, epoch0, active),
+                thermal=None if heat is None else ThermalNow(heat, float(ambient[k])),
             )
             dec = controller.decide(snap)
             phys.setpoint_kw = dec.setpoints_kw
@@ -219,6 +233,9 @@ def run_scenario(sc: Scenario, strategy: str, progress: Callable[[int, int], Non
                 fallbacks += int(dec.fallback)
         act, e = phys.advance(t_s, sc.step_s, active)
         rows.add(k, act, e / dt_h)
+        if heat is not None and params is not None:
+            load_kw = float(base_total[k] + e.sum() / dt_h)
+            heat = thermal.step(params, heat, params.load_factor(load_kw), float(ambient[k]), float(sc.step_s))
         if progress is not None and (k % PROGRESS_EVERY == 0 or k == n_steps - 1):
             progress(k + 1, n_steps)
         if k % ROWS_EVERY == ROWS_EVERY - 1:

@@ -28,6 +28,7 @@ FOLLOW_FLEET = -1  # pile count: one per private car plus shared piles for the o
 HISTORY_DAYS = 7  # the meter history written before `start` (what a running daemon has in its database)
 HISTORY_RESOLUTION_S = 900
 STEP_S = 60  # the models' own step; a coarser simulation step averages over it
+AMBIENT_RESOLUTION_S = 900
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -125,11 +126,14 @@ def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: 
     start = p.start(season)
     axis = LocalAxis(start, days * 86400, STEP_S)
     history = None
+    ambient = None
     if base_load_csv is not None:
         phase_kw = measured_phase_kw(load_measured_csv(base_load_csv), axis, scale=base_load_scale)
     else:
         model = HouseholdModel(p.household_params(n_homes, season), _rng(seed, STREAM_HOMES))
-        phase_kw = model.simulate(axis).phase_kw
+        load = model.simulate(axis)
+        phase_kw = load.phase_kw
+        ambient = _ambient_block(load.temperature_c)  # the weather the homes' heating and cooling answered
         if history_days:  # the same homes on the days before, drawn after the scenario's days (those stay the same)
             history = _history_block(model, start, history_days)
     fleet: Fleet = draw_fleet(n_homes, p.ev, _rng(seed, STREAM_FLEET))
@@ -175,9 +179,20 @@ def _build(p: Preset, season: str, seed: int, n_homes: int, n_piles: int, days: 
     }
     if history is not None:
         raw["base_load_history"] = history
+    if ambient is not None:
+        raw["ambient_c"] = ambient
     if step_s != STEP_S:
         raw = coarsen(raw, phase_kw, step_s)
     return Scenario.model_validate(raw)
+
+
+def _ambient_block(temperature_c: np.ndarray) -> dict:
+    """`ambient_c`: the outdoor temperature of the household model (Beijing climate normals, see
+    PARAMETERS.md), as 15-minute means."""
+    k = AMBIENT_RESOLUTION_S // 60
+    n = temperature_c.size // k * k
+    means = temperature_c[:n].reshape(-1, k).mean(axis=1)
+    return {"resolution_s": AMBIENT_RESOLUTION_S, "c": [round(float(c), 2) for c in means]}
 
 
 def coarsen(raw: dict, phase_kw: np.ndarray, step_s: int) -> dict:

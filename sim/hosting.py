@@ -7,6 +7,11 @@ what their windows allowed if less). A strategy's hosting capacity is the larges
 the first one it fails: a coarse scan upwards, then bisection between the last fleet hosted and
 the first one failed until they differ by one car or `RESOLUTION` cars per home. Every step
 reported is a real run; runs go to parallel processes, one per core.
+
+With `limit="thermal"` the transformer is judged by its thermal limit instead of its kW cap
+(`sim.thermal.with_thermal_limit`: IEC 60076-7 with the size's typical losses, above-rated power
+allowed up to 1.5 per unit): a fleet is hosted when no step is over that ceiling or a phase limit,
+the winding hot-spot stays at or below its maximum (98 °C) and 99 % of the energy is served.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ SERVED_MIN = 0.99
 COARSE_STEP = 0.2  # cars per home between the first runs
 MAX_PENETRATION = 3.0  # the generator models up to three cars per home
 RESOLUTION = 0.01  # cars per home: bisection stops here at the latest
+LIMITS = ("kw", "thermal")
+HOTSPOT_TOL_C = 0.5  # the hot-spot may pass its maximum by this much (the model's step against the plan's)
 
 
 @dataclass(frozen=True)
@@ -43,16 +50,23 @@ class Step:
     violations: int
     served_fraction: float
     peak_kw: float
+    hotspot_c: float | None = None  # the highest hot-spot, judged against `hotspot_max_c` (thermal limit)
+    hotspot_max_c: float | None = None
 
     @property
     def hosted(self) -> bool:
-        return self.violations == 0 and self.served_fraction >= SERVED_MIN
+        hot_ok = self.hotspot_c is None or self.hotspot_max_c is None or \
+            self.hotspot_c <= self.hotspot_max_c + HOTSPOT_TOL_C
+        return self.violations == 0 and self.served_fraction >= SERVED_MIN and hot_ok
 
     def to_json(self) -> dict:
         # rounded down, so that a fleet shown at 0.99 is one that was hosted
         served = math.floor(self.served_fraction * 1e4 + 1e-6) / 1e4
-        return {"penetration": self.penetration, "evs": self.evs, "violations": self.violations,
-                "served_fraction": served, "peak_kw": self.peak_kw}
+        out = {"penetration": self.penetration, "evs": self.evs, "violations": self.violations,
+               "served_fraction": served, "peak_kw": self.peak_kw}
+        if self.hotspot_c is not None:
+            out["hotspot_max_c"] = self.hotspot_c
+        return out
 
 
 @dataclass
@@ -108,10 +122,15 @@ def fleet_size(preset: str, seed: int, penetration: float, households: int | Non
 
 
 @functools.lru_cache(maxsize=4)
-def _scenario(preset: str, seed: int, penetration: float) -> Scenario:
+def _scenario(preset: str, seed: int, penetration: float, limit: str = "kw") -> Scenario:
     from youxu.sim.generate import scenario_at_penetration
 
-    return scenario_at_penetration(preset, penetration, seed=seed)
+    sc = scenario_at_penetration(preset, penetration, seed=seed)
+    if limit == "thermal":
+        from youxu.sim.thermal import with_thermal_limit
+
+        sc = with_thermal_limit(sc)
+    return sc
 
 
 def evaluate_step(sc: Scenario, strategy: str, penetration: float, evs: int) -> Step:
@@ -126,12 +145,13 @@ def evaluate_step(sc: Scenario, strategy: str, penetration: float, evs: int) -> 
     owed = float(target.sum())
     served = float(np.minimum(np.clip(res.delivered_kwh, 0.0, None), target).sum() / owed) if owed > 0 else 1.0
     return Step(penetration=penetration, evs=evs, violations=int(kpis["limit_violation_steps"]),
-                served_fraction=served, peak_kw=float(kpis["peak_total_kw"]))
+                served_fraction=served, peak_kw=float(kpis["peak_total_kw"]), hotspot_c=kpis.get("hotspot_max_c"),
+                hotspot_max_c=None if sc.site.thermal is None else sc.site.thermal.hotspot_max_c)
 
 
-def hosting_step(preset: str, seed: int, strategy: str, penetration: float) -> tuple[str, Step]:
+def hosting_step(preset: str, seed: int, strategy: str, penetration: float, limit: str = "kw") -> tuple[str, Step]:
     """One run (in a worker process): the community at `penetration` under `strategy`."""
-    sc = _scenario(preset, seed, penetration)
+    sc = _scenario(preset, seed, penetration, limit)
     return strategy, evaluate_step(sc, strategy, penetration, fleet_size(preset, seed, penetration))
 
 
@@ -154,8 +174,10 @@ def search_capacity(strategy: str, scenario_at: Callable[[float], Scenario], evs
     return search.result()
 
 
-def hosting_capacity(preset: str, seed: int, strategies: list[str], progress: ProgressBar | None = None) -> dict:
-    """`{"preset", "results": {strategy: {"max_evs", "max_penetration", "steps": [...]}}}`."""
+def hosting_capacity(preset: str, seed: int, strategies: list[str], progress: ProgressBar | None = None,
+                     limit: str = "kw") -> dict:
+    """`{"preset", "results": {strategy: {"max_evs", "max_penetration", "steps": [...]}}}` (and `"limit"` when
+    judged by the thermal limit)."""
     searches = {s: Search(s) for s in dict.fromkeys(strategies)}
     evs_at = functools.partial(fleet_size, preset, seed)
     workers = max(1, os.cpu_count() or 1)
@@ -168,27 +190,35 @@ def hosting_capacity(preset: str, seed: int, strategies: list[str], progress: Pr
             jobs = [(s.strategy, p) for s in open_ for p in s.next_points(per)]
             if not jobs:  # brackets too narrow to split further
                 break
-            for strategy, step in pool.map(hosting_step, *zip(*[(preset, seed, s, p) for s, p in jobs], strict=True)):
+            args = [(preset, seed, s, p, limit) for s, p in jobs]
+            for strategy, step in pool.map(hosting_step, *zip(*args, strict=True)):
                 searches[strategy].record(step)
                 if progress is not None:
                     progress.note(f"{strategy:>12} {step.penetration:6.4g} cars/home {step.evs:5d} EVs: "
                                   f"{step.violations} violation steps, {step.served_fraction:.1%} served, "
-                                  f"peak {step.peak_kw:.0f} kW")
-    return {"preset": preset, "results": {s: search.result() for s, search in searches.items()}}
+                                  f"peak {step.peak_kw:.0f} kW"
+                                  + ("" if step.hotspot_c is None else f", hot-spot {step.hotspot_c:.1f} °C"))
+    out: dict = {"preset": preset, "results": {s: search.result() for s, search in searches.items()}}
+    if limit != "kw":
+        out["limit"] = limit
+    return out
 
 
-def hosting_capacity_cli(preset: str, seed: int, strategies: list[str], as_json: bool) -> int:
+def hosting_capacity_cli(preset: str, seed: int, strategies: list[str], as_json: bool, limit: str = "kw") -> int:
     from youxu.sim.presets import preset_names
 
     if preset not in preset_names():
         raise UserError(f"--preset: unknown {preset!r}; use one of {', '.join(preset_names())}")
+    if limit not in LIMITS:
+        raise UserError(f"--limit: unknown {limit!r}; use one of {', '.join(LIMITS)}")
     bar = ProgressBar("hosting capacity", quiet=as_json)
-    out = hosting_capacity(preset, seed, strategies, progress=bar)
+    out = hosting_capacity(preset, seed, strategies, progress=bar, limit=limit)
     if as_json:
         print(json.dumps(out, ensure_ascii=False))
         return 0
-    print(f"hosting capacity of {preset} (seed {seed}): no step over a limit and >= {SERVED_MIN:.0%} of the energy "
-          "served")
+    judged = "the kW cap" if limit == "kw" else "the thermal limit (hot-spot <= 98 °C, up to 1.5 per unit)"
+    print(f"hosting capacity of {preset} (seed {seed}) under {judged}: no step over a limit and >= "
+          f"{SERVED_MIN:.0%} of the energy served")
     for s, r in out["results"].items():
         print(f"  {s:<12} {r['max_evs']:5d} EVs ({r['max_penetration']:.2f} cars per home) "
               f"after {len(r['steps'])} runs")

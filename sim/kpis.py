@@ -70,7 +70,7 @@ def compute_kpis(sc: Scenario, strategy: str, sched_step: np.ndarray, sched_sess
     delivered = delivered_per_session_kwh(sc, sched_session, sched_kw)
     requested = np.array([s.energy_kwh for s in sc.sessions], dtype=float)
     served = delivered >= SERVED_FRACTION * session_targets_kwh(sc) - 1e-9
-    over = total - sc.site.limit_kw
+    over = total - sc.site.hard_limit_kw
     violation = over > VIOLATION_TOL_KW
     excess = [over]
     plim = sc.phase_limits_kw()
@@ -94,9 +94,12 @@ def compute_kpis(sc: Scenario, strategy: str, sched_step: np.ndarray, sched_sess
         rmse = float(np.sqrt(np.mean((tracked[sp_mask] - d.setpoint_kw[sp_mask]) ** 2)))
     else:
         rmse = None
+    from youxu.sim.thermal import thermal_series
+
+    heat = thermal_series(sc, total)
     pm = np.asarray(plan_ms or [0.0])
     v2g = float(np.clip(-sched_kw, 0.0, None).sum() * dt_h)
-    return {
+    out = {
         "format": KPI_FORMAT,
         "strategy": strategy,
         "scenario": sc.name,
@@ -121,3 +124,7 @@ def compute_kpis(sc: Scenario, strategy: str, sched_step: np.ndarray, sched_sess
         "plan_fallbacks": int(plan_fallbacks),
         "wall_s": _r(wall_s, 2),
     }
+    if heat is not None:
+        top, hot, ageing_h = heat
+        out.update(hotspot_max_c=_r(hot.max(), 2), top_oil_max_c=_r(top.max(), 2), ageing_h=_r(ageing_h, 4))
+    return out

@@ -21,8 +21,9 @@ from matplotlib.patches import Patch
 
 from youxu.sim.engine import RunResult
 from youxu.sim.kpis import SERVED_FRACTION, delivered_per_session_kwh, per_step_kw, session_targets_kwh
-from youxu.sim.report_text import CHART_HELP, KPI_HELP, KPI_LABELS, SERVED_HELP
+from youxu.sim.report_text import CHART_HELP, KPI_HELP, KPI_LABELS, SERVED_HELP, THERMAL_KPI_LABELS
 from youxu.sim.scenario import Scenario
+from youxu.sim.thermal import thermal_series
 
 __all__ = ["KPI_LABELS", "Buckets", "plot_report", "steps", "time_axis", "write_report"]
 
@@ -136,6 +137,20 @@ def time_axis(ax: plt.Axes, sc: Scenario) -> None:
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc, tz=sc.start.tzinfo))
 
 
+def _plot_thermal(ax: plt.Axes, b: Buckets, sc: Scenario, heat: tuple[np.ndarray, np.ndarray, float]) -> None:
+    top, hot, _ = heat
+    p = sc.site.thermal_params()
+    assert p is not None
+    ax.step(b.edges, steps(b.max(hot)), where="post", color="#d62728", lw=1.2, label="winding hot-spot")
+    ax.step(b.edges, steps(b.max(top)), where="post", color="#fd8d3c", lw=1.2, label="top-oil")
+    ax.step(b.edges, steps(b.mean(sc.ambient_per_step_c())), where="post", color="#969696", lw=1.0, label="ambient")
+    ax.axhline(p.hotspot_max_c, color="#d62728", ls="--", lw=1.0, label=f"hot-spot max {p.hotspot_max_c:g} °C")
+    ax.axhline(p.top_oil_max_c, color="#fd8d3c", ls="--", lw=1.0, label=f"top-oil max {p.top_oil_max_c:g} °C")
+    ax.set_ylabel("transformer\n(°C)")
+    ax.legend(loc="upper left", fontsize=7, ncol=5)
+    ax.grid(alpha=0.3)
+
+
 def plot_report(path: Path, sc: Scenario, res: RunResult) -> list[str]:
     """report.png: load stack with limit, dispatch windows and tariff bands; prices; V2G state of charge.
 
@@ -151,9 +166,11 @@ def plot_report(path: Path, sc: Scenario, res: RunResult) -> list[str]:
     bands = np.where(one_band, b.first(names), None)
     limit_on, setpoint_on, setpoint_kw, setpoint_scope = dispatch_windows(sc)
     v2g_piles = np.array([i for i, p in enumerate(sc.piles) if p.v2g], dtype=np.int64)[:MAX_SOC_LINES]
-    n_rows = 3 if v2g_piles.size else 2
+    heat = thermal_series(sc, total)
+    ratios = [3, 1] + ([1.3] if heat is not None else []) + ([1.3] if v2g_piles.size else [])
+    n_rows = len(ratios)
     fig, axes = plt.subplots(n_rows, 1, figsize=(12, 3.2 * n_rows + 2.2), sharex=True,
-                             gridspec_kw={"height_ratios": [3, 1, 1.3][:n_rows]})
+                             gridspec_kw={"height_ratios": ratios})
     ax = axes[0]
     band_handles = []
     for name, colour in BAND_COLOURS.items():
@@ -196,20 +213,23 @@ def plot_report(path: Path, sc: Scenario, res: RunResult) -> list[str]:
     axes[1].step(b.edges, steps(b.mean(price)), where="post", color="#7570b3")
     axes[1].set_ylabel("import price\n(yuan/kWh)")
     axes[1].grid(alpha=0.3)
+    if heat is not None:
+        _plot_thermal(axes[2], b, sc, heat)
     if v2g_piles.size:
+        soc_ax = axes[-1]
         soc = pile_soc(sc, res, v2g_piles)
         for j, i in enumerate(v2g_piles):
-            axes[2].step(b.edges, steps(b.nanmean(soc[:, j]) * 100), where="post", lw=1.0, label=sc.piles[i].id)
-        axes[2].set_ylabel("V2G car\nstate of charge (%)")
-        axes[2].set_ylim(0, 100)
-        axes[2].legend(loc="upper left", fontsize=7, ncol=6)
-        axes[2].grid(alpha=0.3)
+            soc_ax.step(b.edges, steps(b.nanmean(soc[:, j]) * 100), where="post", lw=1.0, label=sc.piles[i].id)
+        soc_ax.set_ylabel("V2G car\nstate of charge (%)")
+        soc_ax.set_ylim(0, 100)
+        soc_ax.legend(loc="upper left", fontsize=7, ncol=6)
+        soc_ax.grid(alpha=0.3)
     time_axis(axes[-1], sc)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     shown = {"load": True, "dispatch": bool(limit_on.any() or setpoint_on.any()), "bands": bool(band_handles),
-             "price": True,
+             "price": True, "thermal": heat is not None,
              "soc": bool(v2g_piles.size), "long": b.size > 1}
     return [k for k, on in shown.items() if on]
 
@@ -250,7 +270,8 @@ def _kpi_rows(kpis: dict) -> str:
     for k, v in kpis.items():
         if k in ("format", "strategy", "scenario"):
             continue
-        rows.append(f"<tr><th>{html.escape(KPI_LABELS.get(k, k))}</th>"
+        label = KPI_LABELS.get(k) or THERMAL_KPI_LABELS.get(k, k)
+        rows.append(f"<tr><th>{html.escape(label)}</th>"
                     f"<td class=num>{html.escape('—' if v is None else str(v))}</td>"
                     f"<td>{html.escape(KPI_HELP.get(k, ''))}</td></tr>")
     return "\n".join(rows)

@@ -27,6 +27,12 @@ KPI_LABELS = {
     "wall_s": "Simulation wall time (s)",
 }
 
+THERMAL_KPI_LABELS = {  # present when the scenario has site.thermal
+    "hotspot_max_c": "Highest winding hot-spot (°C)",
+    "top_oil_max_c": "Highest top-oil (°C)",
+    "ageing_h": "Insulation ageing (equivalent hours)",
+}
+
 KPI_HELP = {
     "energy_requested_kwh": "What all drivers asked for, summed over the sessions.",
     "energy_delivered_kwh": "What the piles actually delivered (net of any V2G discharge).",
@@ -51,6 +57,11 @@ KPI_HELP = {
     "plan_ms_p99": "99th percentile of the decision time.",
     "plan_fallbacks": "Times the optimiser gave up and the least-laxity-first fallback decided instead.",
     "wall_s": "Wall-clock time the simulation took.",
+    "hotspot_max_c": "Hottest the transformer's winding got (IEC 60076-7 model of the load and ambient). Normal "
+                     "paper ages at its design rate at 98 °C, twice as fast every 6 K above.",
+    "top_oil_max_c": "Hottest the oil at the top of the tank got.",
+    "ageing_h": "How much life the winding insulation used, in hours at the design rate (98 °C): a day at 98 °C "
+                "is 24 h; less means the transformer aged slower than designed.",
 }
 
 CHART_HELP = {
@@ -64,6 +75,9 @@ CHART_HELP = {
              "flat hours, orange the expensive peak hours (red: critical peak). Good control moves charging into "
              "the valley.",
     "price": "<b>Middle chart — import price</b> in yuan per kWh at each step.",
+    "thermal": "<b>Transformer temperatures</b> (IEC 60076-7 model of the total load and the ambient): the winding "
+               "hot-spot (red) and the top-oil (orange) with their maxima dashed, and the ambient (grey). The "
+               "hot-spot should stay under its dashed line; the paper ages twice as fast for every 6 K above 98 °C.",
     "soc": "<b>Bottom chart — state of charge of the V2G cars</b> (cars that may discharge back to the site), one "
            "line per pile while a car is plugged in. It should end high enough for the driver's request and never "
            "go below the driver's minimum.",

@@ -18,14 +18,40 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from youxu.config.errors import UserError, format_validation_error
 from youxu.config.userfiles import MIB, load_json
+from youxu.scheduler.thermal import CONSTANT_NAMES, ThermalConstants, ThermalParams
 
 SCENARIO_FORMAT = "youxu.scenario/1"
 PHASES = ("L1", "L2", "L3")
+REFERENCE_AMBIENT_C = 20.0  # IEC 60076-7's reference ambient
 SCENARIO_MAX_BYTES = 512 * MIB  # a year of one-minute steps for a thousand piles is about 100 MiB
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=False)
+
+
+class ScenarioThermal(_Strict):
+    """`site.thermal`: the site config's `transformer.thermal` less `ambient` (IEC 60076-7, ONAN)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Literal["iec60076-7"] = "iec60076-7"
+    load_loss_w: float = Field(gt=0)
+    no_load_loss_w: float = Field(gt=0)
+    constants: dict[str, float] = Field(default_factory=dict)
+    hotspot_max_c: float = Field(default=98.0, gt=0, le=160)
+    top_oil_max_c: float = Field(default=105.0, gt=0, le=130)
+    power_factor: float = Field(default=0.95, gt=0, le=1)
+    allow_above_rated: bool = False
+    above_rated_max_kw: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScenarioThermal:
+        unknown = sorted(set(self.constants) - set(CONSTANT_NAMES))
+        if unknown:
+            raise ValueError(f"constants: unknown {', '.join(unknown)} (known: {', '.join(CONSTANT_NAMES)})")
+        if self.allow_above_rated != (self.above_rated_max_kw is not None):
+            raise ValueError("allow_above_rated and above_rated_max_kw go together")
+        return self
 
 
 class ScenarioSite(_Strict):
@@ -34,6 +60,32 @@ class ScenarioSite(_Strict):
     export_limit_kw: float = Field(default=0.0, ge=0)
     phase_limit_kw: dict[Literal["L1", "L2", "L3"], float] | None = None
     margin_kw: float = Field(default=0.0, ge=0)
+    thermal: ScenarioThermal | None = None
+
+    def thermal_params(self) -> ThermalParams | None:
+        th = self.thermal
+        if th is None:
+            return None
+        return ThermalParams(rated_kva=self.transformer_kva, load_loss_w=th.load_loss_w,
+                             no_load_loss_w=th.no_load_loss_w, constants=ThermalConstants(**th.constants),
+                             hotspot_max_c=th.hotspot_max_c, top_oil_max_c=th.top_oil_max_c,
+                             power_factor=th.power_factor)
+
+    @property
+    def hard_limit_kw(self) -> float:
+        """The import the site may take at most: `limit_kw`, or `above_rated_max_kw` where the thermal limit
+        is allowed above it."""
+        th = self.thermal
+        if th is not None and th.allow_above_rated and th.above_rated_max_kw is not None:
+            return th.above_rated_max_kw
+        return self.limit_kw
+
+
+class AmbientSeries(_Strict):
+    """`ambient_c`: the ambient temperature at the transformer, one value per `resolution_s`."""
+
+    resolution_s: int = Field(gt=0)
+    c: list[float] = Field(min_length=1)
 
 
 class BaseLoad(_Strict):
@@ -125,6 +177,7 @@ class Scenario(_Strict):
     # youxu extension: the household load over the days before `start` (its last value ends at `start`),
     # what the transformer meter's history would hold; the `mpc` strategy's forecast starts from it
     base_load_history: BaseLoad | None = None
+    ambient_c: AmbientSeries | None = None  # the transformer's ambient (°C); 20 °C, the IEC reference, if absent
 
     @model_validator(mode="after")
     def _consistency(self) -> Scenario:
@@ -143,6 +196,13 @@ class Scenario(_Strict):
             arr = getattr(self.tariff, name)
             if arr is not None and len(arr) > 1 and len(arr) * self.tariff.resolution_s < self.duration_s:
                 problems.append(f"tariff.{name}: does not cover duration_s")
+        if self.ambient_c is not None and len(self.ambient_c.c) > 1 and \
+                len(self.ambient_c.c) * self.ambient_c.resolution_s < self.duration_s:
+            problems.append("ambient_c: does not cover duration_s")
+        th = self.site.thermal
+        if th is not None and th.above_rated_max_kw is not None and th.above_rated_max_kw <= self.site.limit_kw:
+            problems.append(f"site.thermal.above_rated_max_kw: {th.above_rated_max_kw} is not above limit_kw "
+                            f"{self.site.limit_kw}")
         pile_ids = [p.id for p in self.piles]
         if len(set(pile_ids)) != len(pile_ids):
             problems.append("piles: pile ids are not unique")
@@ -200,6 +260,12 @@ class Scenario(_Strict):
         n = ph.shape[0]
         t_s = (np.arange(n) - n + 0.5) * h.resolution_s
         return t_s, ph
+
+    def ambient_per_step_c(self) -> np.ndarray:
+        """Ambient °C at every step (the IEC reference 20 °C where the scenario gives none)."""
+        if self.ambient_c is None:
+            return np.full(self.n_steps, REFERENCE_AMBIENT_C)
+        return self._resample(self.ambient_c.c, self.ambient_c.resolution_s)
 
     def import_price(self) -> np.ndarray:
         return self._resample(self.tariff.import_yuan_per_kwh, self.tariff.resolution_s)

@@ -40,6 +40,11 @@ def scenario_site_config(sc: Scenario, addresses: dict[str, DeviceAddress], site
         "control": control or {},
         "storage": {"state_dir": state_dir or "./youxu-state"},
     }
+    if sc.site.thermal is not None:
+        # the scenario's ambient series has no config form: its hottest value, fixed, is the safe side
+        thermal = sc.site.thermal.model_dump(exclude_none=True)
+        thermal["ambient"] = {"fixed_c": float(sc.ambient_per_step_c().max())}
+        cfg["transformer"]["thermal"] = thermal
     if mqtt_url:
         cfg["mqtt"] = {"url": mqtt_url}
     return cfg

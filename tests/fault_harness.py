@@ -14,8 +14,10 @@ from youxu.controller.gridlink import NoGridLink, TickReport
 from youxu.controller.siteconfig import parse_site_config
 from youxu.controller.store.storage import Store
 from youxu.drivers.clock import VirtualClock
+from youxu.drivers.profiles import load_profile
 from youxu.sim.devices import SimulatedSite
 from youxu.sim.ports import free_port, free_port_block
+from youxu.sim.register_image import RegisterImage
 from youxu.sim.scenario import Scenario
 from youxu.sim.site_config import scenario_site_config
 
@@ -107,25 +109,46 @@ class Run:
         await asyncio.sleep(0.05)
 
     async def close(self) -> None:
+        if self.daemon.link is not self.link:
+            await self.daemon.link.stop()
         self.daemon.close()
         await self.site.stop()
 
 
 async def start_run(sc: Scenario, store_url: str | None = None, margin_kw: float = 2.0, store_kw: dict | None = None,
-                    layout: str = "units", storage: dict | None = None, **control: object) -> Run:
+                    layout: str = "units", storage: dict | None = None, thermal: dict | None = None,
+                    mqtt: dict | None = None, meter_profile: str | None = None, **control: object) -> Run:
+    """`thermal`: a `transformer.thermal` section; `mqtt`: an mqtt section, then the daemon's grid link is a
+    real MqttGridLink (started; `Run.link` stays a RecordingLink that sees nothing); `meter_profile`: a
+    profile file the simulated meter serves (a superset of sdm630's registers) and the daemon reads."""
     clock = VirtualClock(sc.start.timestamp())
     site = SimulatedSite(sc, clock)
+    if meter_profile is not None:
+        site.meter_image = RegisterImage(load_profile(meter_profile))
     port = free_port() if layout == "units" else free_port_block(1 + len(sc.piles))
     await site.start(port=port, layout=layout)
     ctl = {"period_s": 1.0, "budget_ms": 500.0, "strategy": "fairshare", "failsafe": False, **control}
     raw = scenario_site_config(sc, site.addresses, site_id="t", control=ctl)
     raw["transformer"]["margin_kw"] = margin_kw
     raw["storage"].update(storage or {})
+    if meter_profile is not None:
+        raw["meter"]["profile"] = meter_profile
+    if thermal is not None:
+        raw["transformer"]["thermal"] = thermal
+    if mqtt is not None:
+        raw["mqtt"] = mqtt
     cfg = parse_site_config(raw, "test config")
     link = RecordingLink()
+    grid_link = link
+    if mqtt is not None:
+        from youxu.controller.grid.mqtt_link import MqttGridLink
+        from youxu.controller.store.dispatch_store import MemoryDispatchStore
+
+        grid_link = MqttGridLink(cfg, clock, store=MemoryDispatchStore())
+        await grid_link.start()
     store = None
     if store_url is not None:
         store = Store(store_url, **{"flush_s": 0.05, **(store_kw or {})})
-    daemon = Daemon.build(cfg, clock=clock, link=link, store=store, with_store=False)
+    daemon = Daemon.build(cfg, clock=clock, link=grid_link, store=store, with_store=False)
     phase = sc.site.phase_limit_kw
     return Run(clock, site, daemon, link, sc.site.limit_kw, None if phase is None else float(min(phase.values())))

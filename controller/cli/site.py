@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from youxu.config.errors import UserError
 
 if TYPE_CHECKING:
-    from youxu.controller.siteconfig import SiteConfig
+    from youxu.controller.siteconfig import SiteConfig, TransformerSection
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +63,7 @@ def config_summary(cfg) -> str:
         + (f", phase limits {dict(t.phase_limit_kw)}" if t.phase_limit_kw else ""),
         f"  meter {cfg.meter.profile} at {cfg.meter.url} "
         + (f"address {cfg.meter.address}" if cfg.meter.address else f"unit {cfg.meter.unit}"),
+        *_thermal_lines(t),
         f"  {len(cfg.piles)} piles, {rated:.1f} kW rated in all, {v2g} V2G; by phase: "
         + ", ".join(f"{k} {v}" for k, v in sorted(phases.items())),
         f"  control: period {cfg.control.period_s:g} s, budget {cfg.control.budget_ms:g} ms, strategy "
@@ -71,6 +72,15 @@ def config_summary(cfg) -> str:
         f"  storage: {cfg.storage.database_url()}",
     ]
     return "\n".join(lines)
+
+
+def _thermal_lines(t: TransformerSection) -> list[str]:
+    th = t.thermal
+    if th is None:
+        return []
+    above = f", above rated up to {th.above_rated_max_kw:g} kW" if th.allow_above_rated else ""
+    return [f"  thermal {th.model}: losses {th.load_loss_w:g} W load / {th.no_load_loss_w:g} W no-load, hot-spot "
+            f"<= {th.hotspot_max_c:g} °C, top-oil <= {th.top_oil_max_c:g} °C{above}; ambient {th.ambient.source}"]
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

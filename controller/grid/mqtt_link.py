@@ -100,6 +100,7 @@ class MqttGridLink:
                                     clock_skew_s=self.m.clock_skew_s, lock=self._lock)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="youxu-dispatch-db")
         self._bookings: list[Booking] = []
+        self._ambient: tuple[float, float] | None = None  # (epoch s taken, °C) from the `ambient` topic
         self._status = "online"
         # due on a grid of telemetry periods; a tick up to half a fast-loop period early counts as on time
         self._telemetry = Cadence(self.m.telemetry_period_s, cfg.control.period_s / 2.0)
@@ -361,6 +362,8 @@ class MqttGridLink:
             try:
                 if kind == "heartbeat":
                     self._on_heartbeat(msg)
+                elif kind == "ambient":
+                    self._on_ambient(msg)
                 elif kind == "session_request" and pile is not None:
                     self._on_booking(msg, pile)
             except Exception:
@@ -426,6 +429,28 @@ class MqttGridLink:
             log.warning("ignoring heartbeat at %s (retained or outside the clock skew)", obj.get("at"))
             return
         self._heard(now, command=False)
+
+    def _on_ambient(self, msg: Inbound) -> None:
+        """`{"at", "ambient_c"}` from the grid: the latest reading, kept by when it was taken."""
+        obj = decode_json_object(msg.payload)
+        try:
+            if isinstance(obj, Rejection):
+                raise ValueError(obj.detail)
+            at_s = parse_rfc3339(obj.get("at"))
+            c = obj.get("ambient_c")
+            if isinstance(c, bool) or not isinstance(c, int | float) or not -60.0 <= float(c) <= 60.0:
+                raise ValueError(f"ambient_c must be a number of °C between -60 and 60 (got {c!r})")
+        except ValueError as exc:
+            log.warning("ignoring ambient: %s", exc)
+            return
+        if at_s - self.clock.now() > self.m.clock_skew_s:
+            log.warning("ignoring ambient at %s (in the future beyond the clock skew)", obj.get("at"))
+            return
+        if self._ambient is None or at_s >= self._ambient[0]:
+            self._ambient = (at_s, float(c))
+
+    def ambient(self) -> tuple[float, float] | None:
+        return self._ambient
 
     def _on_booking(self, msg: Inbound, pile_id: str) -> None:
         now = self.clock.now()

@@ -57,7 +57,7 @@ def telemetry_payload(r: TickReport, active_command_ids: Sequence[str], tz: tzin
     an assumed value is never passed off as a measurement)."""
     stale = stale_fields(r)
     ph = None if "phase_kw" in stale else r.phase_kw
-    return {
+    out: dict[str, Any] = {
         "schema": TELEMETRY_SCHEMA,
         "at": format_rfc3339(r.t_s, tz),
         "total_kw": None if "total_kw" in stale else kw(r.total_kw),
@@ -70,6 +70,9 @@ def telemetry_payload(r: TickReport, active_command_ids: Sequence[str], tz: tzin
         "piles": pile_counts(r),
         "stale": stale,
     }
+    if r.thermal is not None:
+        out["thermal"] = dict(r.thermal)
+    return out
 
 
 def status_payload(state: str, t_s: float, tz: tzinfo, version: str) -> dict[str, Any]:

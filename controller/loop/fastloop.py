@@ -34,6 +34,8 @@ from youxu.controller.loop.safemode import ENTER, SafeMode
 from youxu.controller.loop.sessions import PileObservation, SessionTracker
 from youxu.controller.loop.siteio import LOWER_TOL_KW, RAISE_TOL_KW, Readings, SiteIO
 from youxu.controller.loop.storewatch import StorageWatch
+from youxu.controller.loop.thermalwatch import STATE_FIELD as THERMAL_FIELD
+from youxu.controller.loop.thermalwatch import ThermalWatch
 from youxu.controller.loop.ticker import Ticker, steady_source
 from youxu.controller.siteconfig import SiteConfig
 from youxu.controller.storelink import Recorder
@@ -69,6 +71,7 @@ class FastLoop:
         self.compliance = ComplianceWatch(self.piles.ids, ctl.pile_tolerance_kw, ctl.pile_ignore_ticks)
         self.safe = SafeMode(ctl.overrun_safe_mode, ctl.safe_mode_exit_ticks)
         self.store_watch = StorageWatch()
+        self.thermal = ThermalWatch(cfg, controller.thermal) if controller.thermal is not None else None
         self.last_pile_kw = np.zeros(self.piles.n)
         self.stats = LoopStats()
         self.window = StatsWindow()
@@ -139,9 +142,28 @@ class FastLoop:
             meter_kw = float(base_phase.sum() + pile_kw.sum()) if a.state == "unknown" else a.base_kw + pile_kw.sum()
             if entered is not None:
                 self._meter_alarm(entered, a.base_kw, t_s)
+        thermal_now = None
+        if self.thermal is not None:
+            thermal_now = self.thermal.advance(t_s, meter_kw)
+            for kind, message, fields in self.thermal.alarms():
+                self.alarm(kind, message, **fields)
         return Snapshot(t_s=t_s, meter_kw=meter_kw, meter_phase_kw=meter_phase, pile_kw=pile_kw,
                         pile_online=online, pile_plugged=plugged, sessions=self.tracker.arrays(),
-                        meter_ok=r.meter is not None, fixed_kw=fixed)
+                        meter_ok=r.meter is not None, fixed_kw=fixed, thermal=thermal_now)
+
+    def _observe_ambient(self, t_s: float, r: Readings) -> None:
+        """Feed a measured ambient source (the grid's `ambient` topic, a meter register) to the thermal state."""
+        th = self.thermal
+        assert th is not None
+        src = th.ambient_cfg
+        if src.mqtt:
+            reading = self.link.ambient()
+            if reading is not None:
+                th.observe_ambient(*reading)
+        elif src.meter_register is not None and r.meter is not None:
+            c = r.meter.temperatures_c.get(src.meter_register)
+            if c is not None:
+                th.observe_ambient(t_s, c)
 
     def _meter_alarm(self, state: str, assumed_kw: float, t_s: float) -> None:
         g = self.meter_guard
@@ -174,7 +196,7 @@ class FastLoop:
     def _safe_decision(self, snap: Snapshot) -> tuple[np.ndarray, HardLimits, float]:
         """Every pile at its safe current, through the safety layer."""
         try:
-            limits, limit_kw = self.controller.hard_limits(snap.t_s)
+            limits, limit_kw = self.controller.hard_limits(snap.t_s, snap.thermal, snap.base_kw)
         except Exception:
             log.exception("dispatch limits unavailable; transformer limits only")
             s = self.controller.site
@@ -230,6 +252,8 @@ class FastLoop:
         for pid, change in self.tracker.update(t_s, obs, offered, mins):
             self.alarm(change, f"pile {pid}: {change.replace('_', ' ')}", pile=pid)
         self._report_device_errors(r.errors)
+        if self.thermal is not None:
+            self._observe_ambient(t_s, r)
         snap = self.snapshot(t_s, r, told)
         self.last_snapshot = snap
         safe_now = self.safe.active
@@ -294,7 +318,10 @@ class FastLoop:
         if not force and 0.0 <= t_s - self._persisted_s < self.state_period_s:
             return
         self._persisted_s = t_s
-        self.store.save_state(STATE_KEY, {"sessions": self.tracker.to_state()}, t_s)
+        state: dict = {"sessions": self.tracker.to_state()}
+        if self.thermal is not None:
+            state[THERMAL_FIELD] = self.thermal.to_state()
+        self.store.save_state(STATE_KEY, state, t_s)
         self.store.sessions_open(list(self.tracker.sessions.values()), t_s)
 
     def safe_setpoints(self) -> np.ndarray:
@@ -344,6 +371,8 @@ class FastLoop:
             tick_ms=tick_ms, safe_mode=safe_mode, meter_ok=snap.meter_ok,
             unreachable_piles=tuple(pid for pid, on in zip(ids, snap.pile_online, strict=True) if not on),
             settled=told_kw is not None and self.settled(snap, told_kw, sp),
+            thermal=None if self.thermal is None else self.thermal.telemetry(
+                self.controller.site_import_kw(snap.thermal, snap.base_kw)),
         )
 
     # ---- the loop ------------------------------------------------------------------
@@ -352,6 +381,8 @@ class FastLoop:
         self.stats.clock_steps += 1
         self.tracker.shift_time(step_s)
         self.meter_guard.shift_time(step_s)
+        if self.thermal is not None:
+            self.thermal.shift_time(step_s)
         self.io.written_at += step_s
         self._persisted_s += step_s
         if self.failsafe is not None:

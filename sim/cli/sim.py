@@ -69,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", required=True)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--strategies", required=True)
+    p.add_argument("--limit", default="kw", help="judge by the kW cap (kw, default) or by the transformer's "
+                   "thermal limit (thermal: IEC 60076-7 hot-spot <= 98 °C, up to 1.5 per unit)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_hosting_capacity)
 
@@ -161,4 +163,4 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_hosting_capacity(args: argparse.Namespace) -> int:
     from youxu.sim.hosting import hosting_capacity_cli
 
-    return hosting_capacity_cli(args.preset, args.seed, _strategies(args.strategies), args.json)
+    return hosting_capacity_cli(args.preset, args.seed, _strategies(args.strategies), args.json, args.limit)
