@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,12 +31,15 @@ from youxu.drivers.failsafe import FailsafeKeeper
 from youxu.scheduler.decision import Controller, SiteLimits
 from youxu.scheduler.rolling import PlanningConfig, RollingPlanner
 
+if TYPE_CHECKING:
+    from youxu.controller.ops.api_server import ApiServer
+
 log = logging.getLogger(__name__)
 
 FORECAST_HISTORY_S = 14 * 86400.0  # household load read back at start for the forecast
 CONNECT_TIMEOUT_S = 3.0  # the first read of every device, before the loop starts
 
-__all__ = ["STATE_KEY", "Daemon", "make_controller", "run_site", "site_limits"]
+__all__ = ["STATE_KEY", "Daemon", "make_controller", "run_site", "site_limits", "start_api"]
 
 
 def site_limits(cfg: SiteConfig) -> SiteLimits:
@@ -185,6 +189,28 @@ class Daemon:
             self.store.close()
 
 
+def start_api(daemon: Daemon) -> ApiServer | None:
+    """The local API and status page on `api.listen` (None when not configured)."""
+    cfg = daemon.cfg
+    if not cfg.api.listen:
+        return None
+    from youxu.controller.grid.mqtt_link import MqttGridLink
+    from youxu.controller.ops.api import ApiContext, build_app
+    from youxu.controller.ops.api_auth import Tokens, load_tokens
+    from youxu.controller.ops.api_server import ApiServer
+    from youxu.controller.ops.live import LiveState
+
+    tokens = Tokens(load_tokens(cfg.api.tokens_file))
+    link = daemon.link
+    commands = link.commands_view if isinstance(link, MqttGridLink) else None
+    live = LiveState(cfg, link, commands).attach(daemon.loop)
+    store = daemon.store
+    ctx = ApiContext(cfg, daemon.clock, live, link, tokens,
+                     events=store.recent_events if store is not None else None,
+                     engine=store.engine if store is not None else None, recorder=store)
+    return ApiServer(cfg.api.listen, build_app(ctx)).start()
+
+
 async def run_site(cfg: SiteConfig) -> None:
     """`youxu run`: control the site until SIGTERM/SIGINT."""
     from youxu.controller.ops import logjson
@@ -199,13 +225,17 @@ async def run_site(cfg: SiteConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     daemon = Daemon.build(cfg, watchdog=Watchdog())
-    server = None
-    if cfg.metrics.listen:
-        server = MetricsServer(cfg.metrics.listen, daemon.loop, LoopMetrics(daemon.loop)).start()
-    log.info("youxu controlling site %s: %d piles, period %.2f s", cfg.site.id, len(cfg.piles), cfg.control.period_s)
+    server = api = None
     try:
+        if cfg.metrics.listen:
+            server = MetricsServer(cfg.metrics.listen, daemon.loop, LoopMetrics(daemon.loop)).start()
+        api = start_api(daemon)
+        log.info("youxu controlling site %s: %d piles, period %.2f s", cfg.site.id, len(cfg.piles),
+                 cfg.control.period_s)
         await daemon.run(stop)
     finally:
+        if api is not None:
+            api.stop()
         if server is not None:
             server.stop()
         daemon.close()

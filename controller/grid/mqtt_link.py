@@ -28,6 +28,7 @@ import numpy as np
 from youxu.config.errors import UserError
 from youxu.controller.grid.arbitration import dispatch_limits
 from youxu.controller.grid.bookings import PileInfo, parse_booking
+from youxu.controller.grid.command_log import CommandLog
 from youxu.controller.grid.commands import Ack, CommandBook, CommandRecord, Transition
 from youxu.controller.grid.dispatch_schema import Rejection, decode_json_object, parse_rfc3339
 from youxu.controller.grid.intake import CommandIntake
@@ -41,7 +42,7 @@ from youxu.controller.grid.payloads import (
     to_json,
 )
 from youxu.controller.grid.site_alarms import AlarmWatch
-from youxu.controller.gridlink import Booking, DispatchLimits, TickReport
+from youxu.controller.gridlink import Booking, DispatchLimits, Override, TickReport
 from youxu.controller.siteconfig import SiteConfig
 from youxu.controller.storelink import DispatchStore, EventRecorder, StoredAck
 from youxu.drivers.clock import Clock
@@ -111,6 +112,7 @@ class MqttGridLink:
                                     clock_skew_s=self.m.clock_skew_s, lock=self._lock)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="youxu-dispatch-db")
         self._bookings: list[Booking] = []
+        self._overrides: list[Override] = []
         self._status = "online"
         self._last_telemetry_s = -math.inf
         self._pile_sent: dict[str, dict[str, Any]] = {}
@@ -119,6 +121,7 @@ class MqttGridLink:
         self._inbox: asyncio.Queue[Inbound] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.acks_published = 0
+        self.command_log = CommandLog()  # the latest commands and their acks, for the local API
         settings = MqttSettings.from_section(self.m, self.site_id)
         will = Outbound(self.topics.status, to_json(status_payload("offline", clock.now(), self.tz, self.version)),
                         qos=1, retain=True)
@@ -136,6 +139,19 @@ class MqttGridLink:
     def take_bookings(self) -> list[Booking]:
         with self._lock:
             out, self._bookings = self._bookings, []
+        return out
+
+    def push_booking(self, booking: Booking) -> None:
+        with self._lock:
+            self._bookings.append(booking)
+
+    def push_override(self, override: Override) -> None:
+        with self._lock:
+            self._overrides.append(override)
+
+    def take_overrides(self) -> list[Override]:
+        with self._lock:
+            out, self._overrides = self._overrides, []
         return out
 
     def after_tick(self, report: TickReport) -> None:
@@ -218,6 +234,18 @@ class MqttGridLink:
                 "fallback": self.watch.fallback, "commands_open": len(self.book.open),
                 "default_command_id": self.book.default.command_id if self.book.default else None}
 
+    def commands_view(self) -> list[dict[str, Any]]:
+        """Commands in force and recent ones, newest first, each with the acks sent for it (any thread)."""
+        with self._lock:
+            held = set(self.book.open) | ({self.book.default.command_id} if self.book.default else set())
+            return self.command_log.view(held, self.tz)
+
+    def _remember(self, command_id: str | None, rec: CommandRecord | None = None,
+                  ack: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            held = set(self.book.open) | ({self.book.default.command_id} if self.book.default else set())
+            self.command_log.remember(command_id, rec, ack, held)
+
     def _birth(self) -> Outbound:
         payload = status_payload(self._status, self.clock.now(), self.tz, self.version)
         return Outbound(self.topics.status, to_json(payload), qos=1, retain=True)
@@ -244,8 +272,10 @@ class MqttGridLink:
 
     def _publish_ack(self, ack: Ack, rec: CommandRecord | None = None, *, response_topic: str | None = None,
                      correlation: bytes | None = None) -> None:
-        data = to_json(ack.payload(self.tz))
+        payload = ack.payload(self.tz)
+        data = to_json(payload)
         self.conn.publish(Outbound(self.topics.ack, data, qos=1), "reliable")
+        self._remember(ack.command_id, rec, payload)
         rt = response_topic or (rec.response_topic if rec else None)
         if rt:
             corr = correlation if correlation is not None else (rec.correlation_data if rec else None)
@@ -265,6 +295,7 @@ class MqttGridLink:
     def _emit(self, transitions: list[Transition], now_s: float) -> None:
         for rec, ack in transitions:
             self._save(rec, now_s)
+            self._remember(rec.command_id, rec)
             if ack is not None and (rec.cmd.response_required or ack.status == "rejected"):
                 self._publish_ack(ack, rec)
 
@@ -375,8 +406,7 @@ class MqttGridLink:
             kind, message = "booking_rejected", f"booking for {pile_id} refused: {res.field}: {res.detail}"
             fields: dict[str, object] = {"pile": pile_id, "reason": res.reason, "field": res.field}
         else:
-            with self._lock:
-                self._bookings.append(res)
+            self.push_booking(res)
             kind, message = "booking_accepted", f"booking for {pile_id} accepted"
             fields = {"pile": pile_id, "energy_kwh": res.energy_kwh, "priority": res.priority}
         payload = event_payload(kind, message, now, self.tz, fields)
