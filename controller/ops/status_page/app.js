@@ -2,7 +2,7 @@
 "use strict";
 
 const T = {
-  zh: { title: "有序充电", offline: "未连接", online: "在线", safe_mode: "安全模式", load: "负荷", total: "变压器总负荷",
+  zh: { title: "有序充电", offline: "未连接", live: "实时", online: "在线", safe_mode: "安全模式", load: "负荷", total: "变压器总负荷",
     limit: "限额", households: "居民负荷", evs: "充电负荷", dispatch: "调度时段", phases: "各相负荷", piles: "充电桩",
     pile: "桩", status: "状态", power: "功率 kW", session: "会话", departure: "离开", energy: "已充 / 需求 kWh",
     override: "干预", actions: "操作", commands: "调度指令", alarms: "最近事件", login: "登录 (预约与干预)",
@@ -11,7 +11,7 @@ const T = {
     pause: "暂停", resume: "恢复", minutes: "分钟", token_ok: "已登录", token_bad: "令牌无效",
     token_read: "只读令牌：不能预约或干预", booked: "预约已受理", refused: "被拒绝", available: "空闲",
     connected: "已连接", charging: "充电中", fault: "故障", unknown: "未知" },
-  en: { title: "Ordered charging", offline: "offline", online: "online", safe_mode: "safe mode", load: "Load",
+  en: { title: "Ordered charging", offline: "disconnected", live: "live", online: "online", safe_mode: "safe mode", load: "Load",
     total: "Transformer load", limit: "Limit", households: "Households", evs: "EVs", dispatch: "Dispatch window",
     phases: "Phases", piles: "Piles", pile: "Pile", status: "Status", power: "Power kW", session: "Session",
     departure: "Departure", energy: "Energy so far / wanted kWh", override: "Override", actions: "Actions",
@@ -27,6 +27,7 @@ let lang = localStorage.getItem("youxu.lang") || (navigator.language.startsWith(
 let token = sessionStorage.getItem("youxu.token") || "";
 let history = [];
 let last = null;
+let streaming = false;
 const $ = (id) => document.getElementById(id);
 const t = (k) => (T[lang] && T[lang][k]) || k;
 const num = (x, d = 1) => (x === null || x === undefined ? "–" : Number(x).toFixed(d));
@@ -37,45 +38,56 @@ function translate() {
   document.documentElement.lang = lang;
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
   $("lang").textContent = lang === "zh" ? "EN" : "中文";
+  $("conn").textContent = t(streaming ? "live" : "offline");
   if (last) render(last);
 }
 
 // ---- chart: households and EVs stacked, the limit, the limits ahead (dispatch windows shaded) ----
 function chart(status) {
-  const svg = $("chart"), W = 600, H = 220, P = 4;
-  const pts = history.slice(-720);
+  // the past (what the loop published) on the left 70 %, the limits ahead on the right 30 %, each on its own time scale
+  const svg = $("chart"), W = 600, H = 220, P = 4, SPLIT = 0.7 * W;
+  const pts = history.slice(-1440);
   const ahead = (status && status.limits_ahead) || [];
   if (!pts.length) { svg.innerHTML = ""; return; }
   const t0 = pts[0][0], tNow = pts[pts.length - 1][0];
-  const tEnd = ahead.length ? Math.max(tNow, Date.parse(ahead[ahead.length - 1].at) / 1000) : tNow;
-  const span = Math.max(tEnd - t0, 1);
+  const tEnd = ahead.length ? Date.parse(ahead[ahead.length - 1].at) / 1000 : tNow + 1;
+  const past = Math.max(tNow - t0, 1), fut = Math.max(tEnd - tNow, 1);
   let ymax = 1;
-  for (const p of pts) ymax = Math.max(ymax, p[3] || 0, isFinite(p[4]) ? p[4] || 0 : 0);
+  for (const p of pts) ymax = Math.max(ymax, p[3] || 0, p[4] !== null && isFinite(p[4]) ? p[4] : 0);
   for (const a of ahead) if (a.limit_kw !== null) ymax = Math.max(ymax, a.limit_kw);
   ymax *= 1.1;
-  const x = (ts) => P + (W - 2 * P) * (ts - t0) / span, y = (v) => H - P - (H - 2 * P) * Math.max(0, v) / ymax;
-  const area = (top, bot) => {
-    let d = "M" + pts.map((p) => `${x(p[0]).toFixed(1)},${y(top(p)).toFixed(1)}`).join("L");
-    d += "L" + pts.slice().reverse().map((p) => `${x(p[0]).toFixed(1)},${y(bot(p)).toFixed(1)}`).join("L");
-    return d + "Z";
-  };
+  const x = (ts) => (ts <= tNow ? P + (SPLIT - P) * (ts - t0) / past : SPLIT + (W - P - SPLIT) * (ts - tNow) / fut);
+  const y = (v) => H - P - (H - 2 * P) * Math.max(0, v) / ymax;
+  const xy = (ts, v) => `${x(ts).toFixed(1)},${y(v).toFixed(1)}`;
+  const area = (top, bot) => "M" + pts.map((p) => xy(p[0], top(p))).join("L") + "L" +
+    pts.slice().reverse().map((p) => xy(p[0], bot(p))).join("L") + "Z";
   let s = "";
-  let i = 0;
-  while (i < ahead.length) {  // dispatch windows ahead
-    if (!ahead[i].dispatch) { i++; continue; }
-    let j = i; while (j + 1 < ahead.length && ahead[j + 1].dispatch) j++;
-    const a = x(Date.parse(ahead[i].at) / 1000), b = x(Date.parse(ahead[Math.min(j + 1, ahead.length - 1)].at) / 1000);
-    s += `<rect x="${a.toFixed(1)}" y="${P}" width="${Math.max(b - a, 2).toFixed(1)}" height="${H - 2 * P}" fill="var(--disp)"/>`;
-    i = j + 1;
+  for (let i = 0; i < ahead.length; i++) {  // dispatch windows ahead, shaded
+    if (!ahead[i].dispatch) continue;
+    const a = x(Math.max(tNow, Date.parse(ahead[i].at) / 1000));
+    const b = i + 1 < ahead.length ? x(Date.parse(ahead[i + 1].at) / 1000) : W - P;
+    s += `<rect class="dispatch" x="${a.toFixed(1)}" y="${P}" width="${Math.max(b - a, 1).toFixed(1)}" height="${H - 2 * P}" fill="var(--disp)"/>`;
   }
   s += `<path d="${area((p) => p[1] || 0, () => 0)}" fill="var(--base)"/>`;
   s += `<path d="${area((p) => (p[1] || 0) + (p[2] || 0), (p) => p[1] || 0)}" fill="var(--ev)"/>`;
-  const lim = pts.filter((p) => p[4] !== null && isFinite(p[4])).map((p) => `${x(p[0]).toFixed(1)},${y(p[4]).toFixed(1)}`);
+  const lim = pts.filter((p) => p[4] !== null && isFinite(p[4])).map((p) => xy(p[0], p[4]));
   if (lim.length) s += `<polyline points="${lim.join(" ")}" fill="none" stroke="var(--lim)" stroke-width="2"/>`;
-  const fut = ahead.filter((a) => a.limit_kw !== null).map((a) => `${x(Date.parse(a.at) / 1000).toFixed(1)},${y(a.limit_kw).toFixed(1)}`);
-  if (fut.length) s += `<polyline points="${fut.join(" ")}" fill="none" stroke="var(--lim)" stroke-width="2" stroke-dasharray="5,4"/>`;
-  s += `<line x1="${x(tNow).toFixed(1)}" x2="${x(tNow).toFixed(1)}" y1="${P}" y2="${H - P}" stroke="#556" stroke-width="1"/>`;
+  const next = ahead.filter((a) => a.limit_kw !== null);
+  if (next.length) {
+    const steps = [];
+    next.forEach((a, i) => {
+      const ta = Math.max(tNow, Date.parse(a.at) / 1000);
+      const tb = i + 1 < next.length ? Date.parse(next[i + 1].at) / 1000 : tEnd;
+      steps.push(xy(ta, a.limit_kw), xy(tb, a.limit_kw));
+    });
+    s += `<polyline points="${steps.join(" ")}" fill="none" stroke="var(--lim)" stroke-width="2" stroke-dasharray="5,4"/>`;
+  }
+  s += `<line x1="${SPLIT}" x2="${SPLIT}" y1="${P}" y2="${H - P}" stroke="#556" stroke-width="1"/>`;
+  const hm = (ts) => new Date(ts * 1000).toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB", { hour: "2-digit", minute: "2-digit" });
   s += `<text x="${P + 2}" y="14" font-size="12" fill="#556">${num(ymax, 0)} kW</text>`;
+  s += `<text x="${P + 2}" y="${H - 8}" font-size="11" fill="#556">${hm(t0)}</text>`;
+  s += `<text x="${SPLIT + 3}" y="${H - 8}" font-size="11" fill="#556">${hm(tNow)}</text>`;
+  s += `<text x="${W - P - 34}" y="${H - 8}" font-size="11" fill="#556">${hm(tEnd)}</text>`;
   svg.innerHTML = s;
 }
 
@@ -160,8 +172,8 @@ function connect() {
     if (v.point) { history.push(v.point); if (history.length > 1440) history.shift(); }
     render(v);
   });
-  es.onopen = () => { $("conn").className = "badge"; $("conn").textContent = t("online"); };
-  es.onerror = () => { $("conn").className = "badge off"; $("conn").textContent = t("offline"); };
+  es.onopen = () => { streaming = true; $("conn").className = "badge"; $("conn").textContent = t("live"); };
+  es.onerror = () => { streaming = false; $("conn").className = "badge off"; $("conn").textContent = t("offline"); };
 }
 
 // ---- writes -----------------------------------------------------------------------------------------
