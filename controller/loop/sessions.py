@@ -204,7 +204,7 @@ class SessionTracker:
             soc_arrival=col(lambda s: s.soc_arrival, 0.5),
             min_soc=col(lambda s: s.min_soc, 0.2),
             v2g=col(lambda s: float(s.v2g), 0.0).astype(bool),
-            urgent=col(lambda s: float(s.urgent), 0.0).astype(bool) | self.override_mask("urgent"),
+            urgent=col(lambda s: float(s.urgent), 0.0).astype(bool) | (self.override_mask("urgent") & active),
             car_max_kw=col(lambda s: s.car_max_kw, np.inf),
         )
 

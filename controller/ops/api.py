@@ -15,6 +15,7 @@ per tick) need no token: they show what the page shows; the page asks for a toke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,7 +37,7 @@ from youxu.controller.grid.dispatch_schema import Rejection, parse_rfc3339
 from youxu.controller.gridlink import GridLink, Override
 from youxu.controller.ops.api_auth import Principal, RateLimit, Tokens
 from youxu.controller.ops.api_openapi import openapi_document
-from youxu.controller.ops.live import LiveState
+from youxu.controller.ops.live import LiveState, Published
 from youxu.controller.siteconfig import ApiSection, SiteConfig
 from youxu.controller.store.event_log import EventRow, RecentEvents
 from youxu.controller.storelink import EventRecorder
@@ -105,7 +106,7 @@ def build_app(ctx: ApiContext) -> ASGIApp:
     piles = {p.id: PileInfo(p.id, p.v2g) for p in ctx.cfg.piles}
     strict = bool(ctx.cfg.mqtt and ctx.cfg.mqtt.strict)
     sec = ctx.section
-    streams = {"open": 0}
+    feed = TickFeed(ctx)
     doc = openapi_document(ctx.cfg, ctx.live.version)
 
     def auth(request: Request, role: str) -> Principal:
@@ -215,9 +216,9 @@ def build_app(ctx: ApiContext) -> ASGIApp:
         return Response(data, media_type=PAGE_FILES[name], headers={"Cache-Control": "no-cache"})
 
     async def live(request: Request) -> Response:
-        if streams["open"] >= sec.max_streams:
+        if feed.open >= sec.max_streams:
             return JSONResponse({"error": "BUSY", "detail": "too many live pages open"}, status_code=503)
-        return StreamingResponse(live_stream(ctx, streams), media_type="text/event-stream",
+        return StreamingResponse(feed.stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     v1 = "/api/v1"
@@ -243,48 +244,68 @@ def event_json(live: LiveState, r: EventRow) -> dict[str, Any]:
     return out
 
 
-def page_view(ctx: ApiContext, alarms_since_s: float) -> dict[str, Any]:
-    """Everything the page shows, from one published picture."""
-    p = ctx.live.latest
-    alarms = [event_json(ctx.live, r) for r in ctx.events_since(alarms_since_s, database=False)][-ALARMS_ON_PAGE:]
+def page_view(ctx: ApiContext, p: Published | None) -> dict[str, Any]:
+    """Everything the page shows, from one published picture (alarms: the event log's latest of the last day)."""
+    since = (p.report.t_s if p is not None else ctx.clock.now()) - 86400.0
+    alarms = [event_json(ctx.live, r) for r in ctx.events_since(since, database=False)][-ALARMS_ON_PAGE:]
     return {"status": ctx.live.status(p), "piles": ctx.live.piles(p), "sessions": ctx.live.sessions(p),
             "commands": ctx.live.commands(), "alarms": alarms}
 
 
-async def live_stream(ctx: ApiContext, streams: dict[str, int]) -> AsyncIterator[str]:
-    """Server-sent events: the page's view now (with the load history), then one message per tick."""
-    loop = asyncio.get_running_loop()
-    ticked = asyncio.Event()
+class TickFeed:
+    """The page's live messages: woken once per tick (one hand-over from the loop's thread, however many
+    pages are open), each tick's message built once and sent to every open page."""
 
-    def wake() -> None:  # the fast loop's thread: hand over, nothing more
-        loop.call_soon_threadsafe(ticked.set)
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self.open = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticked = asyncio.Event()
+        self._built: tuple[int, str] = (-1, "")
 
-    streams["open"] += 1
-    ctx.live.add_waiter(wake)
-    try:
-        since = ctx.clock.now() - 86400.0
-        view = await asyncio.to_thread(page_view, ctx, since)
-        view["history"] = ctx.live.history_points()
-        yield sse("view", view)
-        seen = ctx.live.latest.seq if ctx.live.latest else 0
-        while True:
-            try:
-                await asyncio.wait_for(ticked.wait(), KEEPALIVE_S)
-            except TimeoutError:
-                yield ": keepalive\n\n"
-                continue
-            ticked.clear()
-            p = ctx.live.latest
-            if p is None or p.seq == seen:
-                continue
-            seen = p.seq
-            view = page_view(ctx, since)
+    def _wake(self) -> None:  # the fast loop's thread: hand over, nothing more
+        if self.open and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the API's loop has closed
+                self._loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        ticked, self._ticked = self._ticked, asyncio.Event()
+        ticked.set()
+
+    def _message(self, p: Published) -> str:
+        if self._built[0] != p.seq:
+            view = page_view(self.ctx, p)
             r = p.report
             view["point"] = [round(r.t_s, 3), r.base_kw, r.ev_kw, r.total_kw, r.limit_kw]
-            yield sse("tick", view)
-    finally:
-        ctx.live.remove_waiter(wake)
-        streams["open"] -= 1
+            self._built = (p.seq, sse("tick", view))
+        return self._built[1]
+
+    async def stream(self) -> AsyncIterator[str]:
+        """Server-sent events: the page's view now (with the load history), then one message per tick."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self.ctx.live.add_waiter(self._wake)
+        self.open += 1
+        try:
+            p = self.ctx.live.latest
+            view = await asyncio.to_thread(page_view, self.ctx, p)
+            view["history"] = self.ctx.live.history_points()
+            yield sse("view", view)
+            seen = p.seq if p is not None else 0
+            while True:
+                p = self.ctx.live.latest
+                if p is None or p.seq == seen:  # nothing new since the last message: wait for the next tick
+                    try:
+                        await asyncio.wait_for(self._ticked.wait(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield ": keepalive\n\n"
+                    continue
+                if p is None or p.seq == seen:
+                    continue
+                seen = p.seq
+                yield self._message(p)
+        finally:
+            self.open -= 1
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
