@@ -29,7 +29,9 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class ApiServer:
-    def __init__(self, listen: str, app: ASGIApp) -> None:
+    """Bound at once (`listen`), serving once `start` is given the app."""
+
+    def __init__(self, listen: str) -> None:
         host, port = parse_listen(listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -43,29 +45,32 @@ class ApiServer:
         sock.set_inheritable(True)
         self.sock = sock
         self.host, self.port = sock.getsockname()[:2]
-        config = uvicorn.Config(app, loop="asyncio", http="h11", lifespan="off", log_level="warning",
-                                access_log=False, timeout_graceful_shutdown=GRACE_S, limit_concurrency=64,
-                                h11_max_incomplete_event_size=16384, server_header=False)
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name="youxu-api", daemon=True)
+        self.server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}/"
 
-    def _run(self) -> None:
+    def _run(self, server: uvicorn.Server) -> None:
         try:
-            asyncio.run(self.server.serve(sockets=[self.sock]))
+            asyncio.run(server.serve(sockets=[self.sock]))
         except Exception:
             log.exception("api server failed")
 
-    def start(self) -> ApiServer:
+    def start(self, app: ASGIApp) -> ApiServer:
+        config = uvicorn.Config(app, loop="asyncio", http="h11", lifespan="off", log_level="warning",
+                                access_log=False, timeout_graceful_shutdown=GRACE_S, limit_concurrency=64,
+                                h11_max_incomplete_event_size=16384, server_header=False)
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, args=(self.server,), name="youxu-api", daemon=True)
         self._thread.start()
         log.info("status page and API on %s (API under /api/v1/)", self.url)
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout_s)
+        if self.server is not None and self._thread is not None:
+            self.server.should_exit = True
+            self._thread.join(timeout_s)
         self.sock.close()
