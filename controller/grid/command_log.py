@@ -17,6 +17,8 @@ from youxu.controller.grid.dispatch_schema import format_rfc3339
 MAX_COMMANDS_KEPT = 50
 MAX_ACKS_KEPT = 10  # per command, the latest
 
+Entry = tuple[str, CommandRecord | None, str | None, list[dict[str, Any]]]  # id, record, its state, acks
+
 
 class CommandLog:
     def __init__(self, size: int = MAX_COMMANDS_KEPT) -> None:
@@ -38,13 +40,21 @@ class CommandLog:
                 break
             del self._items[victim]
 
-    def view(self, held: set[str], tz: tzinfo) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[Entry]:
+        """A copy, taken under the owner's lock, to format outside it: a record's state changes as the
+        command lives, so it is read here; its command and payload never change."""
+        return [(cid, rec, rec.state if rec is not None else None, list(acks))
+                for cid, (rec, acks) in self._items.items()]
+
+    @staticmethod
+    def view(items: list[Entry], held: set[str], tz: tzinfo) -> list[dict[str, Any]]:
+        """Newest first, each with its acks; `held` are the ids in force."""
         out = []
-        for cid, (rec, acks) in reversed(self._items.items()):
-            item: dict[str, Any] = {"command_id": cid, "in_force": cid in held, "acks": list(acks)}
+        for cid, rec, state, acks in reversed(items):
+            item: dict[str, Any] = {"command_id": cid, "in_force": cid in held, "acks": acks}
             if rec is not None:
                 c = rec.cmd
-                item.update({"role": rec.role, "state": rec.state, "issuer": c.issuer, "seq": c.seq, "type": c.type,
+                item.update({"role": rec.role, "state": state, "issuer": c.issuer, "seq": c.seq, "type": c.type,
                              "scope": c.scope, "received": format_rfc3339(rec.received_s, tz),
                              "command": json.loads(rec.payload)})
             else:  # refused before it was admitted: only its acks

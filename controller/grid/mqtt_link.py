@@ -236,9 +236,10 @@ class MqttGridLink:
 
     def commands_view(self) -> list[dict[str, Any]]:
         """Commands in force and recent ones, newest first, each with the acks sent for it (any thread)."""
-        with self._lock:
+        with self._lock:  # copied under the lock, formatted outside it
             held = set(self.book.open) | ({self.book.default.command_id} if self.book.default else set())
-            return self.command_log.view(held, self.tz)
+            items = self.command_log.snapshot()
+        return self.command_log.view(items, held, self.tz)
 
     def _remember(self, command_id: str | None, rec: CommandRecord | None = None,
                   ack: dict[str, Any] | None = None) -> None:
