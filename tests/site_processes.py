@@ -344,14 +344,18 @@ class RunningSite:
         raise AssertionError(f"youxu run did not come online within {timeout_s} s:\n{self.daemon.log()}")
 
     async def close(self) -> None:
+        """Stop the processes first, whatever the probe does: a probe slow to cancel leaves none behind."""
         if self._probe_task is not None:
             self._probe_task.cancel()
-            await asyncio.gather(self._probe_task, return_exceptions=True)
-        if self.daemon is not None:
-            self.daemon.stop()
-        self.sim.stop()
-        if self.grid is not None:
-            self.grid.close()
+        try:
+            if self.daemon is not None:
+                self.daemon.stop()
+            self.sim.stop()
+        finally:
+            if self._probe_task is not None:
+                await asyncio.wait([self._probe_task], timeout=5.0)
+            if self.grid is not None:
+                self.grid.close()
 
     def logs(self) -> str:
         return "\n".join(f"---- {p.name}\n{p.log()}" for p in (self.sim, self.daemon) if p is not None)
