@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,12 +34,16 @@ from youxu.drivers.pile import ModbusPile
 from youxu.scheduler.decision import Controller, SiteLimits
 from youxu.scheduler.rolling import PlanningConfig, RollingPlanner
 
+if TYPE_CHECKING:
+    from youxu.controller.ops.api_auth import Tokens
+    from youxu.controller.ops.api_server import ApiServer
+
 log = logging.getLogger(__name__)
 
 FORECAST_HISTORY_S = 14 * 86400.0  # household load read back at start for the forecast
 CONNECT_TIMEOUT_S = 3.0  # the first read of every device, before the loop starts
 
-__all__ = ["STATE_KEY", "Daemon", "make_controller", "run_site", "site_limits"]
+__all__ = ["STATE_KEY", "Daemon", "make_controller", "open_api", "run_site", "site_limits", "start_api"]
 
 
 def site_limits(cfg: SiteConfig) -> SiteLimits:
@@ -201,6 +206,43 @@ class Daemon:
             self.store.close()
 
 
+@dataclass
+class ApiOpening:
+    """The local API's port, bound, and its tokens, read: what can go wrong with it, checked at start."""
+
+    server: ApiServer
+    tokens: Tokens
+
+
+def open_api(cfg: SiteConfig) -> ApiOpening | None:
+    """Read `api.tokens_file` and bind `api.listen` (UserError naming the problem); None when off."""
+    if not cfg.api.listen:
+        return None
+    from youxu.controller.ops.api_auth import Tokens, load_tokens
+    from youxu.controller.ops.api_server import ApiServer
+
+    tokens = Tokens(load_tokens(cfg.api.tokens_file))
+    return ApiOpening(ApiServer(cfg.api.listen), tokens)
+
+
+def start_api(daemon: Daemon, opening: ApiOpening | None = None) -> ApiServer | None:
+    """The local API and status page on `api.listen`, fed by the daemon's loop (None when not configured)."""
+    opening = opening or open_api(daemon.cfg)
+    if opening is None:
+        return None
+    from youxu.controller.grid.mqtt_link import MqttGridLink
+    from youxu.controller.ops.api import ApiContext, build_app
+    from youxu.controller.ops.live import LiveState
+
+    cfg, link, store = daemon.cfg, daemon.link, daemon.store
+    commands = link.commands_view if isinstance(link, MqttGridLink) else None
+    live = LiveState(cfg, link, commands).attach(daemon.loop)
+    ctx = ApiContext(cfg, daemon.clock, live, link, opening.tokens,
+                     events=store.recent_events if store is not None else None,
+                     engine=store.engine if store is not None else None, recorder=store)
+    return opening.server.start(build_app(ctx))
+
+
 async def run_site(cfg: SiteConfig) -> None:
     """`youxu run`: control the site until SIGTERM/SIGINT."""
     from youxu.controller.ops import logjson
@@ -214,14 +256,27 @@ async def run_site(cfg: SiteConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    daemon = Daemon.build(cfg, watchdog=Watchdog())
-    server = None
-    if cfg.metrics.listen:
-        server = MetricsServer(cfg.metrics.listen, daemon.loop, LoopMetrics(daemon.loop)).start()
-    log.info("youxu controlling site %s: %d piles, period %.2f s", cfg.site.id, len(cfg.piles), cfg.control.period_s)
+    opening = open_api(cfg)  # a bad tokens file or a taken port: said before anything starts
     try:
+        daemon = Daemon.build(cfg, watchdog=Watchdog())
+    except BaseException:
+        if opening is not None:
+            opening.server.stop()
+        raise
+    server = api = None
+    try:
+        if cfg.metrics.listen:
+            server = MetricsServer(cfg.metrics.listen, daemon.loop, LoopMetrics(daemon.loop)).start()
+        api = start_api(daemon, opening)
+        opening = None
+        log.info("youxu controlling site %s: %d piles, period %.2f s", cfg.site.id, len(cfg.piles),
+                 cfg.control.period_s)
         await daemon.run(stop)
     finally:
+        if api is not None:
+            api.stop()
+        elif opening is not None:  # bound, never started (the metrics port failed)
+            opening.server.stop()
         if server is not None:
             server.stop()
         daemon.close()

@@ -7,6 +7,7 @@ dispatch arbitration implement it for a real broker; `NoGridLink` is a site with
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -30,6 +31,21 @@ class Booking:
     battery_kwh: float | None = None
     soc_arrival: float | None = None
     car_max_kw: float | None = None  # the car's own charging limit, when the app knows the car
+
+
+OVERRIDE_ACTIONS = ("pause", "resume", "urgent")
+
+
+@dataclass(frozen=True)
+class Override:
+    """A person at the site overrides a pile for a while: `pause` (no power), `urgent` (full power first,
+    within the hard limits) until `until_s`, or `resume` (back to normal control at once)."""
+
+    pile_id: str
+    action: str  # pause | resume | urgent
+    until_s: float  # epoch s; for resume, the time it was asked
+    received_s: float = 0.0
+    by: str = ""  # who asked (the API token's name)
 
 
 @dataclass
@@ -68,6 +84,15 @@ class GridLink(Protocol):
     def ambient(self) -> tuple[float, float] | None:
         """The latest ambient temperature from the grid's `ambient` topic: (epoch s it was taken, °C)."""
 
+    def push_booking(self, booking: Booking) -> None:
+        """A validated booking from another input (the local API): queued with the link's own (any thread)."""
+
+    def push_override(self, override: Override) -> None:
+        """A pile override from the local API, queued for the next tick (any thread)."""
+
+    def take_overrides(self) -> list[Override]:
+        """Overrides received since the last call (never blocks)."""
+
     def after_tick(self, report: TickReport) -> None:
         """Hand the tick's outcome to the link (acks, telemetry, events); must never block."""
 
@@ -80,20 +105,34 @@ class GridLink(Protocol):
 
 
 class NoGridLink:
-    """A site without a broker: no dispatch, bookings only from `push_booking`."""
+    """A site without a broker: no dispatch, bookings and overrides only from `push_booking` and
+    `push_override` (the local API's thread, or the simulator)."""
 
     def __init__(self) -> None:
         self._bookings: list[Booking] = []
+        self._overrides: list[Override] = []
+        self._lock = threading.Lock()
         self.events: deque[tuple[str, str, dict]] = deque(maxlen=1000)  # the latest, for inspection
 
     def push_booking(self, booking: Booking) -> None:
-        self._bookings.append(booking)
+        with self._lock:
+            self._bookings.append(booking)
+
+    def push_override(self, override: Override) -> None:
+        with self._lock:
+            self._overrides.append(override)
+
+    def take_overrides(self) -> list[Override]:
+        with self._lock:
+            out, self._overrides = self._overrides, []
+        return out
 
     def limits(self, t_s: np.ndarray) -> DispatchLimits:
         return DispatchLimits.none(np.asarray(t_s).size)
 
     def take_bookings(self) -> list[Booking]:
-        out, self._bookings = self._bookings, []
+        with self._lock:
+            out, self._bookings = self._bookings, []
         return out
 
     def ambient(self) -> tuple[float, float] | None:

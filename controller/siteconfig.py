@@ -505,6 +505,17 @@ class OcppSection(_Section):
                             f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
+class ApiSection(_Section):
+    """The local JSON API and status page (contract section 9)."""
+
+    listen: str | None = "127.0.0.1:8080"  # None: no API and no page
+    tokens_file: Path | None = None  # `name:token:role` lines; without it every /api/v1/ request is refused
+    max_body_bytes: int = Field(default=16384, gt=0, le=1 << 20)  # larger request bodies get 413
+    rate_per_s: float = Field(default=20.0, gt=0)  # requests per second per client, sustained ...
+    rate_burst: int = Field(default=40, ge=1)  # ... and in a burst; beyond that 429
+    max_streams: int = Field(default=16, ge=1)  # live-update connections open at once
+
+
 def default_tariff() -> TariffSection:
     """Beijing residential time-of-use shape: valley 23-07, peak 10-15 and 18-21."""
     return TariffSection(periods=[
@@ -528,6 +539,7 @@ class SiteConfig(_Section):
     storage: StorageSection = Field(default_factory=StorageSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     ocpp: OcppSection | None = None
+    api: ApiSection = Field(default_factory=ApiSection)
 
     @property
     def tz(self) -> ZoneInfo:

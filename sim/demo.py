@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from youxu.controller.daemon import Daemon
+from youxu.controller.daemon import Daemon, start_api
 from youxu.controller.siteconfig import parse_site_config
 from youxu.controller.store.storage import Store
 from youxu.sim.app_link import ScenarioLink
@@ -48,7 +49,18 @@ class Progress:
                 sys.stderr.write("\n")
 
 
-async def demo_async(out: Path, sc: Scenario, quiet: bool = False) -> dict:
+def demo_tokens(out: Path) -> tuple[Path, str]:
+    """A write token for the demo's page (bookings and overrides), in `out/api-tokens`."""
+    token = secrets.token_urlsafe(18)
+    path = out / "api-tokens"
+    path.write_text(f"# the demo's own token: bookings and overrides from the status page\ndemo:{token}:write\n",
+                    encoding="utf-8")
+    path.chmod(0o600)
+    return path, token
+
+
+async def demo_async(out: Path, sc: Scenario, quiet: bool = False, serve: str | None = None) -> dict:
+    """`serve`: also serve the status page and API on this address while the day runs."""
     t_wall = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     epoch0 = sc.start.timestamp()
@@ -63,6 +75,11 @@ async def demo_async(out: Path, sc: Scenario, quiet: bool = False) -> dict:
     # a simulated day in a minute: open sessions saved every simulated 10 min, no metrics endpoint
     raw_cfg["storage"]["state_period_s"] = 600.0
     raw_cfg["metrics"] = {"listen": None}
+    token = None
+    raw_cfg["api"] = {"listen": None}
+    if serve:
+        tokens_file, token = demo_tokens(out)
+        raw_cfg["api"] = {"listen": serve, "tokens_file": str(tokens_file)}
     write_site_config(out / "site.yaml", raw_cfg)
     cfg = parse_site_config(raw_cfg, "demo site config")
     store = Store(f"sqlite:///{(out / 'youxu.sqlite').resolve()}", flush_s=0.5, pile_rows_every=1)
@@ -77,6 +94,17 @@ async def demo_async(out: Path, sc: Scenario, quiet: bool = False) -> dict:
             progress(clock.now() - epoch0)
             await asyncio.sleep(0.2)
 
+    api = None
+    try:
+        if serve:
+            api = start_api(daemon)
+            if api is not None:
+                print(f"youxu demo: status page on {api.url} while the day runs (write token {token}, "
+                      f"in {out / 'api-tokens'})", flush=True)
+    except BaseException:
+        daemon.close()
+        await asyncio.get_running_loop().run_in_executor(None, devices.stop)
+        raise
     watcher = asyncio.create_task(watch())
     try:
         await daemon.program_failsafe()
@@ -85,6 +113,8 @@ async def demo_async(out: Path, sc: Scenario, quiet: bool = False) -> dict:
         stop.set()
         await watcher
         progress(sc.duration_s)
+        if api is not None:
+            api.stop()
         daemon.save()
         daemon.close()
         outcome = await asyncio.get_running_loop().run_in_executor(None, devices.stop)
@@ -124,8 +154,9 @@ def format_summary(out: Path, sc: Scenario, s: dict) -> str:
     ])
 
 
-def run_demo(out: Path, preset: str = "old-community", seed: int = 1, quiet: bool = False) -> int:
+def run_demo(out: Path, preset: str = "old-community", seed: int = 1, quiet: bool = False,
+             serve: str | None = None) -> int:
     sc = demo_scenario(preset, seed)
-    summary = asyncio.run(demo_async(out, sc, quiet))
+    summary = asyncio.run(demo_async(out, sc, quiet, serve))
     print(format_summary(out, sc, summary))
     return 0

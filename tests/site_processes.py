@@ -127,12 +127,14 @@ def daemon(workdir: Path, config: Path) -> CliProcess:
 
 
 def edit_site_config(path: Path, state_dir: Path, *, control: dict[str, Any] | None = None,
-                     mqtt: dict[str, Any] | None = None, margin_kw: float | None = None) -> dict[str, Any]:
-    """Edit the config `sim serve --write-config` wrote: state in `state_dir`, no metrics port, and the
-    control and mqtt settings given."""
+                     mqtt: dict[str, Any] | None = None, margin_kw: float | None = None,
+                     api: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Edit the config `sim serve --write-config` wrote: state in `state_dir`, no metrics port, the local
+    API only when `api` is given, and the control and mqtt settings given."""
     cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     cfg["storage"] = {"state_dir": str(state_dir), "flush_s": 0.2}
     cfg["metrics"] = {"listen": None}
+    cfg["api"] = api or {"listen": None}
     cfg["control"] = {**(cfg.get("control") or {}), **(control or {})}
     cfg["mqtt"] = {**cfg["mqtt"], **(mqtt or {})}
     if margin_kw is not None:
@@ -342,14 +344,18 @@ class RunningSite:
         raise AssertionError(f"youxu run did not come online within {timeout_s} s:\n{self.daemon.log()}")
 
     async def close(self) -> None:
+        """Stop the processes first, whatever the probe does: a probe slow to cancel leaves none behind."""
         if self._probe_task is not None:
             self._probe_task.cancel()
-            await asyncio.gather(self._probe_task, return_exceptions=True)
-        if self.daemon is not None:
-            self.daemon.stop()
-        self.sim.stop()
-        if self.grid is not None:
-            self.grid.close()
+        try:
+            if self.daemon is not None:
+                self.daemon.stop()
+            self.sim.stop()
+        finally:
+            if self._probe_task is not None:
+                await asyncio.wait([self._probe_task], timeout=5.0)
+            if self.grid is not None:
+                self.grid.close()
 
     def logs(self) -> str:
         return "\n".join(f"---- {p.name}\n{p.log()}" for p in (self.sim, self.daemon) if p is not None)
@@ -358,7 +364,7 @@ class RunningSite:
 async def start_site(workdir: Path, broker_port: int, site_id: str, pub_binary: str, *, n_piles: int = 6,
                      base_kw: float = 100.0, limit_kw: float = 150.0, control: dict[str, Any] | None = None,
                      mqtt_cfg: dict[str, Any] | None = None, margin_kw: float = 2.0,
-                     persistent_grid: bool = False) -> RunningSite:
+                     persistent_grid: bool = False, api_cfg: dict[str, Any] | None = None) -> RunningSite:
     """Scenario from now, `sim serve` with its written config edited, the grid client, the meter
     probe, and `youxu run` online."""
     scenario = workdir / "scenario.json"
@@ -368,7 +374,8 @@ async def start_site(workdir: Path, broker_port: int, site_id: str, pub_binary: 
     try:
         sim.start()
         await sim.wait_for_output("youxu sim serve: ready", 20.0)
-        cfg = edit_site_config(site.config, site.state_dir, control=control, mqtt=mqtt_cfg, margin_kw=margin_kw)
+        cfg = edit_site_config(site.config, site.state_dir, control=control, mqtt=mqtt_cfg, margin_kw=margin_kw,
+                               api=api_cfg)
         site.grid = grid_client(broker_port, f"grid-{site_id}", f"youxu/v1/{site_id}/#", persistent=persistent_grid)
         site.probe = MeterProbe(cfg["meter"]["url"], int(cfg["meter"]["unit"]))
         site._probe_task = asyncio.create_task(site.probe.run())

@@ -328,3 +328,31 @@ def test_a_scenario_with_a_huge_bad_value_is_one_short_line(tmp_path: Path):
     line = one_line_error(youxu("sim", "run", "--scenario", str(path), "--strategy", "llf",
                                 "--out", str(tmp_path / "out")))
     assert str(path) in line and "name" in line and len(line) < 1000, len(line)
+
+
+def test_run_names_a_bad_tokens_file_or_a_taken_api_port_before_starting(tmp_path: Path):
+    import socket
+
+    cfg = yaml.safe_load((ROOT / "config" / "site.example.yaml").read_text())
+    cfg["storage"] = {"state_dir": str(tmp_path / "state")}
+    cfg["metrics"] = {"listen": None}
+    path = tmp_path / "site.yaml"
+
+    def run_with(api: dict) -> subprocess.CompletedProcess:
+        path.write_text(yaml.safe_dump({**cfg, "api": api}))
+        return youxu("run", "--config", str(path))
+
+    r = run_with({"listen": "127.0.0.1:0", "tokens_file": str(tmp_path / "missing")})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "api.tokens_file" in r.stderr and "No such file" in r.stderr
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# ok\nalice:aaaaaaaaaa:write\nbob:bbbbbbbbbb:admin\n")
+    r = run_with({"listen": "127.0.0.1:0", "tokens_file": str(tokens)})
+    assert r.returncode == 2 and "line 3: role 'admin'" in r.stderr and "Traceback" not in r.stderr
+    tokens.write_text("alice:aaaaaaaaaa:write\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        r = run_with({"listen": f"127.0.0.1:{taken.getsockname()[1]}", "tokens_file": str(tokens)})
+    assert r.returncode == 2 and "api.listen" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "state").exists()  # nothing was started: no database made

@@ -107,6 +107,7 @@ def site_files(tmp_path: Path, mqtt_broker):
         cfg["control"] = {"strategy": "fairshare", "period_s": 0.5, "budget_ms": 300.0}
         cfg["storage"] = {"state_dir": str(tmp_path / "state"), "state_period_s": 1.0, "flush_s": 0.2}
         cfg["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
+        cfg["api"] = {"listen": None}  # not the default port: tests run side by side
         cfg_path.write_text(yaml.safe_dump(cfg))
         yield cfg_path, site_id, metrics_port, tmp_path / "state" / "youxu.sqlite"
     finally:

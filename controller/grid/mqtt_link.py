@@ -29,6 +29,7 @@ from youxu.config.errors import UserError
 from youxu.controller.grid.arbitration import dispatch_limits
 from youxu.controller.grid.bookings import PileInfo, parse_booking
 from youxu.controller.grid.cadence import Cadence
+from youxu.controller.grid.command_log import CommandLog
 from youxu.controller.grid.commands import Ack, CommandBook, CommandRecord, Transition
 from youxu.controller.grid.dispatch_schema import Rejection, decode_json_object, parse_rfc3339
 from youxu.controller.grid.intake import CommandIntake, Incoming, Verdict
@@ -42,7 +43,7 @@ from youxu.controller.grid.payloads import (
     to_json,
 )
 from youxu.controller.grid.site_alarms import AlarmWatch
-from youxu.controller.gridlink import Booking, DispatchLimits, TickReport
+from youxu.controller.gridlink import Booking, DispatchLimits, Override, TickReport
 from youxu.controller.siteconfig import SiteConfig
 from youxu.controller.storelink import DispatchStore, EventRecorder, StoredAck, StoredCommand
 from youxu.drivers.clock import Clock
@@ -101,6 +102,7 @@ class MqttGridLink:
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="youxu-dispatch-db")
         self._bookings: list[Booking] = []
         self._ambient: tuple[float, float] | None = None  # (epoch s taken, °C) from the `ambient` topic
+        self._overrides: list[Override] = []
         self._status = "online"
         # due on a grid of telemetry periods; a tick up to half a fast-loop period early counts as on time
         self._telemetry = Cadence(self.m.telemetry_period_s, cfg.control.period_s / 2.0)
@@ -114,6 +116,7 @@ class MqttGridLink:
         self._pending_commands: dict[str, StoredCommand] = {}
         self._pending_acks: list[StoredAck] = []
         self._flush_scheduled = False
+        self.command_log = CommandLog()  # the latest commands and their acks, for the local API
         settings = MqttSettings.from_section(self.m, self.site_id)
         will = Outbound(self.topics.status, to_json(status_payload("offline", clock.now(), self.tz, self.version)),
                         qos=1, retain=True)
@@ -131,6 +134,19 @@ class MqttGridLink:
     def take_bookings(self) -> list[Booking]:
         with self._lock:
             out, self._bookings = self._bookings, []
+        return out
+
+    def push_booking(self, booking: Booking) -> None:
+        with self._lock:
+            self._bookings.append(booking)
+
+    def push_override(self, override: Override) -> None:
+        with self._lock:
+            self._overrides.append(override)
+
+    def take_overrides(self) -> list[Override]:
+        with self._lock:
+            out, self._overrides = self._overrides, []
         return out
 
     def after_tick(self, report: TickReport) -> None:
@@ -213,6 +229,19 @@ class MqttGridLink:
                 "fallback": self.watch.fallback, "commands_open": len(self.book.open),
                 "default_command_id": self.book.default.command_id if self.book.default else None}
 
+    def commands_view(self) -> list[dict[str, Any]]:
+        """Commands in force and recent ones, newest first, each with the acks sent for it (any thread)."""
+        with self._lock:  # copied under the lock, formatted outside it
+            held = set(self.book.open) | ({self.book.default.command_id} if self.book.default else set())
+            items = self.command_log.snapshot()
+        return self.command_log.view(items, held, self.tz)
+
+    def _remember(self, command_id: str | None, rec: CommandRecord | None = None,
+                  ack: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            held = set(self.book.open) | ({self.book.default.command_id} if self.book.default else set())
+            self.command_log.remember(command_id, rec, ack, held)
+
     def _birth(self) -> Outbound:
         payload = status_payload(self._status, self.clock.now(), self.tz, self.version)
         return Outbound(self.topics.status, to_json(payload), qos=1, retain=True)
@@ -240,8 +269,10 @@ class MqttGridLink:
 
     def _publish_ack(self, ack: Ack, rec: CommandRecord | None = None, *, response_topic: str | None = None,
                      correlation: bytes | None = None) -> None:
-        data = to_json(ack.payload(self.tz))
+        payload = ack.payload(self.tz)
+        data = to_json(payload)
         self.conn.publish(Outbound(self.topics.ack, data, qos=1), "reliable")
+        self._remember(ack.command_id, rec, payload)
         rt = response_topic or (rec.response_topic if rec else None)
         if rt:
             corr = correlation if correlation is not None else (rec.correlation_data if rec else None)
@@ -290,6 +321,7 @@ class MqttGridLink:
     def _emit(self, transitions: list[Transition], now_s: float) -> None:
         for rec, ack in transitions:
             self._save(rec, now_s)
+            self._remember(rec.command_id, rec)
             if ack is not None and (rec.cmd.response_required or ack.status == "rejected"):
                 self._publish_ack(ack, rec)
 
@@ -459,8 +491,7 @@ class MqttGridLink:
             kind, message = "booking_rejected", f"booking for {pile_id} refused: {res.field}: {res.detail}"
             fields: dict[str, object] = {"pile": pile_id, "reason": res.reason, "field": res.field}
         else:
-            with self._lock:
-                self._bookings.append(res)
+            self.push_booking(res)
             kind, message = "booking_accepted", f"booking for {pile_id} accepted"
             fields = {"pile": pile_id, "energy_kwh": res.energy_kwh, "priority": res.priority}
         payload = event_payload(kind, message, now, self.tz, fields)

@@ -102,7 +102,8 @@ class FastLoop:
     # ---- alarms ----------------------------------------------------------------------
     def alarm(self, kind: str, message: str, **fields: object) -> None:
         """An event for the grid (`GridLink.event`), the events table and the log."""
-        routine = kind.startswith("session_") or kind == "car_full" or kind.endswith(ROUTINE_SUFFIXES)
+        routine = (kind.startswith(("session_", "pile_override")) or kind == "car_full"
+                   or kind.endswith(ROUTINE_SUFFIXES))
         extra = {"kind": kind, **{k: fields[k] for k in ("pile", "device") if k in fields}}
         log.log(logging.INFO if routine else logging.WARNING, "%s: %s", kind, message, extra=extra)
         try:
@@ -204,8 +205,35 @@ class FastLoop:
         sp = safety.enforce(self.safe_setpoints(), self.piles, snap, limits, urgent=snap.sessions.urgent)
         return sp, limits, limit_kw
 
+    def _overrides(self, t_s: float) -> None:
+        """Take the overrides asked for since the last tick, end those whose time is up (each an event)."""
+        changed = False
+        for o in self.link.take_overrides():
+            try:
+                what = self.tracker.apply_override(o)
+            except ValueError as exc:
+                self.alarm("override_rejected", str(exc), pile=o.pile_id)
+                continue
+            changed = True
+            until = f" for {max(0.0, o.until_s - t_s) / 60:.0f} min" if o.action != "resume" else ""
+            self.alarm("pile_override", f"pile {o.pile_id}: {what}{until}" + (f" (by {o.by})" if o.by else ""),
+                       pile=o.pile_id, action=o.action, until_s=o.until_s if o.action != "resume" else None,
+                       by=o.by or None)
+        for o in self.tracker.expire_overrides(t_s):
+            changed = True
+            self.alarm("pile_override_ended", f"pile {o.pile_id}: {o.action} ended", pile=o.pile_id, action=o.action)
+        if changed and self.controller.planner is not None:
+            self.controller.planner.invalidate()  # plan again with the pile paused, urgent or back
+
     def decide(self, snap: Snapshot) -> tuple[np.ndarray, HardLimits, float, Decision | None]:
         """(setpoints kW, the hard limits in force, the tightest import limit without margin, the decision)."""
+        sp, limits, limit_kw, dec = self._decide(snap)
+        paused = self.tracker.override_mask("pause")
+        if paused.any():  # a paused pile draws nothing (lowering a setpoint never breaks a limit)
+            sp = np.where(paused, np.minimum(sp, 0.0), sp)
+        return sp, limits, limit_kw, dec
+
+    def _decide(self, snap: Snapshot) -> tuple[np.ndarray, HardLimits, float, Decision | None]:
         if self.safe.active:
             return (*self._safe_decision(snap), None)
         try:
@@ -243,6 +271,7 @@ class FastLoop:
                 self.tracker.apply_booking(b)
             except ValueError as exc:
                 self.alarm("booking_rejected", str(exc), pile=b.pile_id)
+        self._overrides(t_s)
         obs = {
             pid: (None if p is None else PileObservation(p.status, p.power_kw, p.energy_kwh, p.soc))
             for pid, p in zip(self.piles.ids, r.piles, strict=True)

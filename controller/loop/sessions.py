@@ -3,6 +3,8 @@
 idle --(car connected)--> plugged --(draws power)--> charging --(stops drawing although offered)--> done
 any state --(car disconnected)--> idle.  A booking (departure, energy, V2G consent, priority)
 applies to the session on its pile, or to the next one that starts within the booking window.
+An override (from the local API) holds a pile paused or urgent until it expires or is resumed;
+it belongs to the pile, not to a session.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 import numpy as np
 
-from youxu.controller.gridlink import Booking
+from youxu.controller.gridlink import Booking, Override
 from youxu.scheduler.model import Sessions
 
 FULL_AFTER_TICKS = 3  # offered >= minimum but drawing nothing for this many ticks: the car is full
@@ -58,6 +60,30 @@ class SessionTracker:
     sessions: dict[str, Session] = field(default_factory=dict)  # pile id -> open session
     pending: dict[str, Booking] = field(default_factory=dict)  # bookings waiting for a car
     finished: list[Session] = field(default_factory=list)  # closed since the last drain
+    overrides: dict[str, Override] = field(default_factory=dict)  # pile id -> pause/urgent in force
+
+    def apply_override(self, o: Override) -> str:
+        """Hold a pile paused or urgent until `o.until_s`, or end its override (`resume`); say what happened."""
+        if o.pile_id not in self.pile_ids:
+            raise ValueError(f"unknown pile {o.pile_id!r}")
+        if o.action == "resume":
+            return "resumed" if self.overrides.pop(o.pile_id, None) is not None else "nothing to resume"
+        if o.action not in ("pause", "urgent"):
+            raise ValueError(f"unknown override action {o.action!r}")
+        self.overrides[o.pile_id] = o
+        return o.action
+
+    def expire_overrides(self, t_s: float) -> list[Override]:
+        """The overrides whose time is up (removed)."""
+        done = [o for o in self.overrides.values() if o.until_s <= t_s]
+        for o in done:
+            del self.overrides[o.pile_id]
+        return done
+
+    def override_mask(self, action: str) -> np.ndarray:
+        """Piles with an override `action` in force, in the site's pile order."""
+        return np.array([(o := self.overrides.get(pid)) is not None and o.action == action for pid in self.pile_ids],
+                        dtype=bool)
 
     def apply_booking(self, b: Booking) -> str:
         """Attach a booking to its pile's session or keep it for the next one; say what happened."""
@@ -164,7 +190,8 @@ class SessionTracker:
         def col(fn, default: float) -> np.ndarray:
             return np.array([fn(s) if s is not None else default for s in rows], dtype=float)
 
-        active = np.array([s is not None for s in rows], dtype=bool)
+        # a paused pile's session is out of the allocation; an urgent override makes its session urgent
+        active = np.array([s is not None for s in rows], dtype=bool) & ~self.override_mask("pause")
         requested = col(lambda s: s.energy_requested_kwh if s.state != "done" else s.delivered_kwh, 0.0)
         return Sessions(
             active=active,
@@ -177,7 +204,7 @@ class SessionTracker:
             soc_arrival=col(lambda s: s.soc_arrival, 0.5),
             min_soc=col(lambda s: s.min_soc, 0.2),
             v2g=col(lambda s: float(s.v2g), 0.0).astype(bool),
-            urgent=col(lambda s: float(s.urgent), 0.0).astype(bool),
+            urgent=col(lambda s: float(s.urgent), 0.0).astype(bool) | (self.override_mask("urgent") & active),
             car_max_kw=col(lambda s: s.car_max_kw, np.inf),
         )
 
@@ -195,12 +222,15 @@ class SessionTracker:
         # flat records of plain values: a shallow copy of each is the state (asdict's deep copy of every
         # value took ~0.5 ms a session, 100 ms in one tick at 200 piles)
         return {"sessions": {k: dict(vars(v)) for k, v in self.sessions.items()},
-                "pending": {k: dict(vars(v)) for k, v in self.pending.items()}}
+                "pending": {k: dict(vars(v)) for k, v in self.pending.items()},
+                "overrides": {k: dict(vars(v)) for k, v in self.overrides.items()}}
 
     def restore(self, state: dict) -> None:
         """Read back `to_state()` as saved (JSON: infinities come back as null, fields may have been added)."""
         self.sessions = {k: _from_saved(Session, v) for k, v in state.get("sessions", {}).items() if k in self.pile_ids}
         self.pending = {k: _from_saved(Booking, v) for k, v in state.get("pending", {}).items() if k in self.pile_ids}
+        self.overrides = {k: _from_saved(Override, v) for k, v in state.get("overrides", {}).items()
+                          if k in self.pile_ids}
 
 
 def _from_saved(cls: type, saved: dict):

@@ -31,6 +31,7 @@ from youxu.controller.gridlink import TickReport
 from youxu.controller.siteconfig import StorageSection
 from youxu.controller.store import database
 from youxu.controller.store.downsample import Bucket
+from youxu.controller.store.event_log import EventRow, RecentEvents
 from youxu.controller.store.schema import (
     RETAINED,
     events,
@@ -103,6 +104,7 @@ class Store:
         self._pile_last: dict[str, tuple[float, float, str | None, float]] = {}  # t_s, kw, status, measured
         self._minute = Bucket(60.0)
         self._quarter = Bucket(900.0)
+        self.recent_events = RecentEvents()  # the latest events, readable at once (and without the database)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -186,8 +188,9 @@ class Store:
             self._put(self._vital, sessions, session_row(s, t_s, ended=False), False)
 
     def event(self, t_s: float, kind: str, message: str, fields: dict | None = None) -> None:
-        self._put(self._vital, events, {"t_s": t_s, "kind": kind, "message": message[:512],
-                                        "fields": plain_json(fields or {})}, False)
+        clean = plain_json(fields or {})
+        self.recent_events.add(EventRow(t_s, kind, message, clean if isinstance(clean, dict) else {}))
+        self._put(self._vital, events, {"t_s": t_s, "kind": kind, "message": message[:512], "fields": clean}, False)
 
     def save_state(self, key: str, value: dict, t_s: float) -> None:
         self._put(self._vital, state, {"key": key, "value": plain_json(value), "t_s": t_s}, False)

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--piles", type=int, required=True)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--budget-ms", type=float)
+    p.add_argument("--api-rps", type=float, default=0.0, metavar="R",
+                   help="also serve the local API, polled R times a second with a status page open")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_loop)
 
@@ -60,7 +62,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 def cmd_loop(args: argparse.Namespace) -> int:
     from youxu.sim.bench_loop import bench_loop
 
-    _print(bench_loop(args.piles, args.seconds, args.budget_ms), args.json)
+    _print(bench_loop(args.piles, args.seconds, args.budget_ms, api_rps=args.api_rps), args.json)
     return 0
 
 

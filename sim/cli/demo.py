@@ -14,10 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="old-community",
                    help="scenario preset (default: old-community, a tight 315 kVA transformer in winter)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--serve", nargs="?", const="127.0.0.1:8080", default=None, metavar="HOST:PORT",
+                   help="serve the status page and local API while the day runs (default 127.0.0.1:8080); "
+                        "the address and a write token are printed")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from youxu.sim.demo import run_demo
 
-    return run_demo(args.out, preset=args.preset, seed=args.seed, quiet=args.quiet)
+    return run_demo(args.out, preset=args.preset, seed=args.seed, quiet=args.quiet, serve=args.serve)
