@@ -218,6 +218,7 @@ async def test_the_daemon_controls_ocpp_piles_and_they_fall_back_when_it_is_kill
         "control": {"period_s": 1.0, "budget_ms": 3000.0, "strategy": "fairshare"},
         "storage": {"state_dir": str(tmp_path / "state")},
         "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+        "api": {"listen": None},
     }
     (tmp_path / "state").mkdir()
     cfg_file = tmp_path / "site.yaml"
