@@ -126,3 +126,26 @@ def old_community_day(n_evs: int, seed: int = 1, season: str = "winter", tight_p
         raw["base_load_history"] = {"resolution_s": 900, "phases": {
             ph: [round(float(x), 2) for x in hist[:, i]] for i, ph in enumerate(("L1", "L2", "L3"))}}
     return Scenario.model_validate(raw)
+
+
+def coarsened(sc: Scenario, step_s: int = 900, tight_phases: bool | None = None, history: bool = True) -> Scenario:
+    """`sc` at `step_s` (household load averaged over each step), with each phase limited to a third of the
+    transformer limit (`tight_phases=True`), without phase limits (False) or as it is (None); without its meter
+    history unless `history`; without dispatch commands."""
+    raw = sc.model_dump(mode="json", exclude_none=True)
+    per = max(step_s // sc.step_s, 1)
+    n = sc.duration_s // step_s
+    ph = sc.base_phase_kw()[: n * per].reshape(n, per, 3).mean(axis=1)
+    raw["step_s"] = step_s
+    raw["base_load"] = {"resolution_s": step_s,
+                        "phases": {p: [round(float(x), 2) for x in ph[:, i]] for i, p in enumerate(("L1", "L2", "L3"))}}
+    if tight_phases is True:
+        third = round(sc.site.limit_kw / 3.0, 1)
+        raw["site"]["phase_limit_kw"] = {p: third for p in ("L1", "L2", "L3")}
+    elif tight_phases is False:
+        raw["site"]["phase_limit_kw"] = None
+    if not history:
+        raw.pop("base_load_history", None)
+    raw["dispatch"] = []
+    raw["name"] = f"{sc.name}-{step_s}s{'-tight' if tight_phases else ''}{'' if history else '-cold'}"
+    return Scenario.model_validate(raw)
