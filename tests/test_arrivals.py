@@ -68,3 +68,21 @@ def test_it_learns_from_the_sessions_it_sees():
     e = m.expected(next_noon, next_noon + 6 * 3600, p, with_cars(30, {}), np.ones(30, dtype=bool))
     at_13 = np.isclose(((e.start_s - next_noon) // 3600), 1)
     assert e.energy_kwh[at_13].sum() > e.energy_kwh[~at_13].sum()
+
+
+def test_a_broken_arrival_model_leaves_the_planner_planning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.scenarios import small_site
+    from youxu.sim.engine import run_scenario
+    from youxu.sim.outputs import result_kpis
+
+    sc = small_site(n_piles=6, hours=4, energy_kwh=12.0, phase_limit_kw=60.0)
+    good = result_kpis(run_scenario(sc, "mpc"))
+
+    def broken(*_args: object, **_kw: object) -> None:
+        raise ValueError("no history")
+
+    monkeypatch.setattr(ArrivalModel, "observe", broken)
+    monkeypatch.setattr(ArrivalModel, "expected", broken)
+    k = result_kpis(run_scenario(sc, "mpc"))
+    assert k["plan_fallbacks"] == 0 and k["limit_violation_steps"] == 0
+    assert k["sessions_fully_served"] == k["sessions_total"] == good["sessions_fully_served"]
