@@ -14,6 +14,8 @@ KNOWN_SHORT = {
     # beyond the physical limit (offline cannot serve everyone either), big three-phase piles on an L1-bound night
     "old-community-winter-1.9pen-s1-tight-cold": 70.2,
     "old-community-winter-1.9pen-s1-hist": 56.4,
+    "hard-winter-120ev-s4-tight-hist": 0.16,  # slow sweep
+    "hard-winter-180ev-s4-tight-cold": 0.40,  # slow sweep
 }
 
 
