@@ -16,6 +16,20 @@ KNOWN_SHORT = {
     "old-community-winter-1.9pen-s1-hist": 56.4,
     "hard-winter-120ev-s4-tight-hist": 0.16,  # slow sweep
     "hard-winter-180ev-s4-tight-cold": 0.40,  # slow sweep
+    "hard-summer-180ev-s1-hist": 0.07,  # slow sweep
+    "hard-winter-100ev-s1-tight-cold-3ph-v2g": 0.16,  # slow sweep
+    "hard-winter-200ev-s1-tight-cold-3ph-v2g": 44.35,  # slow sweep
+    "hard-winter-150ev-s2-tight-cold-3ph-v2g": 0.23,  # slow sweep
+    "hard-winter-200ev-s2-tight-cold-3ph-v2g": 62.72,  # slow sweep
+    "hard-winter-100ev-s3-tight-cold-3ph-v2g": 0.23,  # slow sweep
+    "hard-winter-200ev-s3-tight-cold-3ph-v2g": 68.57,  # slow sweep
+    "old-community-winter-1.5pen-s1-tight-cold": 42.75,  # slow sweep
+    "old-community-winter-1.5pen-s1-cold": 0.06,  # slow sweep
+    "old-community-winter-2pen-s1-tight-cold": 66.02,  # slow sweep
+    "old-community-winter-2pen-s1-tight-hist": 75.05,  # slow sweep
+    "old-community-winter-2pen-s1-cold": 83.01,  # slow sweep
+    "old-community-winter-2pen-s1-hist": 79.32,  # slow sweep
+    "community-630-summer-0.2pen-s1-hist": 0.08,  # slow sweep
 }
 
 
