@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from youxu.scheduler.arrivals import ArrivalModel
 from youxu.scheduler.lp_build import LpWeights
 from youxu.scheduler.lp_warm import WarmStart
 from youxu.scheduler.model import Piles, Plan, PlanInput, Sessions, phase_matrix
@@ -182,9 +183,11 @@ def _report(piles: int, horizon: int, build: list[float], solve: list[float], to
 def bench_solve(piles: int, horizon: int, repeat: int = 20, solver: str = DEFAULT_SOLVER,
                 time_limit_ms: float = 10_000.0, weights: LpWeights | None = None, warm_start: bool = True,
                 period_s: float = PLAN_PERIOD_S) -> dict:
-    """Plan the rolling synthetic site `repeat` times, one planning period apart (after one uncounted plan)."""
+    """Plan the rolling synthetic site `repeat` times, one planning period apart (after one uncounted plan),
+    with the reserve for the cars still to come as the daemon's rolling planner adds it."""
     site = SyntheticSite.make(int(piles), int(horizon))
     warm = WarmStart() if warm_start else None
+    arrivals = ArrivalModel()
     t_s = T0_S
     build: list[float] = []
     solve: list[float] = []
@@ -193,6 +196,9 @@ def bench_solve(piles: int, horizon: int, repeat: int = 20, solver: str = DEFAUL
     for i in range(max(int(repeat), 1) + 1):
         inp = site.input_at(t_s)
         t0 = time.perf_counter()
+        arrivals.observe(t_s, inp.sessions, inp.pile_online)
+        inp = replace(inp, expected_arrivals=arrivals.expected(t_s, float(inp.step_end_s[-1]), inp.piles,
+                                                               inp.sessions, inp.pile_online))
         plan = plan_mpc(inp, time_limit_ms, warm, solver, weights)
         elapsed = (time.perf_counter() - t0) * 1e3
         if i > 0:

@@ -64,14 +64,16 @@ def _fits(add: np.ndarray, i: int, room: float, room_phase: np.ndarray, share: n
 def to_setpoints(plan_kw: np.ndarray, piles: Piles, session_ids: Sequence[str | None], headroom: Headroom,
                  dt_s: float, state: DeadbandState, online: np.ndarray | None = None,
                  presence: np.ndarray | None = None, leave_s: np.ndarray | None = None,
-                 car_max_kw: np.ndarray | None = None) -> np.ndarray:
+                 car_max_kw: np.ndarray | None = None, slack_s: np.ndarray | None = None) -> np.ndarray:
     """Setpoints (kW) for this tick from the plan's first step; updates `state`'s debts.
 
     `presence` (0..1 per pile, default 1) is the share of the tick the car stays: a car leaving
     within the tick must be squared in the time it has left. With `leave_s` (time until each
     car leaves) the cars leaving soonest catch up first and are cut last when room is short;
     without it catching up goes by the debt and cuts are proportional. `car_max_kw` caps a pile
-    at what its car accepts (a setpoint above it would be debt paid on paper only).
+    at what its car accepts (a setpoint above it would be debt paid on paper only). With `slack_s`
+    (each car's time left less the time it still needs at full power) the order is by slack instead,
+    as least-laxity-first: a car that stays long but needs most of that time is not cut first.
     """
     n = piles.n
     state.follow(session_ids)
@@ -92,11 +94,12 @@ def to_setpoints(plan_kw: np.ndarray, piles: Piles, session_ids: Sequence[str | 
     # 1. what the plan asks at or above the minimum, in the dead band's allowed set
     sp = np.where(plan >= mn - EPS, np.minimum(plan, mx), 0.0)
     sp = np.where(plan <= -mn + EPS, np.maximum(plan, -dis), sp)
-    if leave_s is None:
+    order_s = leave_s if slack_s is None else slack_s
+    if order_s is None:
         sp = _cut_to_room(sp, share, headroom, mn)
     else:
-        sp = _cut_latest_first(sp, share, headroom, mn, np.asarray(leave_s, dtype=float))
-    key = np.zeros(n) if leave_s is None else np.asarray(leave_s, dtype=float)
+        sp = _cut_latest_first(sp, share, headroom, mn, np.asarray(order_s, dtype=float))
+    key = np.zeros(n) if order_s is None else np.asarray(order_s, dtype=float)
 
     # 2. catch up (or give back) within the dead band, most owed first, only where room is left
     extra = owed - sp

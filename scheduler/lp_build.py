@@ -138,9 +138,11 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     # ---- objective ----------------------------------------------------------------------------
     early = _urgent_prefix(s, sess, step, dt, frac)
     mid_h = np.minimum(np.cumsum(dt) - 0.5 * dt, w.delay_cap_h)  # hours from the start to the middle of each step
-    c[col["x"]] = (w.delay_per_kwh_h * mid_h[step] - w.urgent_early_per_kwh * early) * dt[step]
+    c[col["x"]] = (w.delay_per_kwh_h * mid_h[step] - w.urgent_early_per_kwh * early
+                   + w.tail_per_kwh * _in_tail(s, sess, step, dt, frac)) * dt[step]
     c[col["y"]] = g.wear_yuan_per_kwh * dt[step[y_pos]]  # (no delay credit: it would pay for cycling the battery)
-    c[col["u"]] = np.where(s.urgent, w.unmet_urgent_per_kwh, w.unmet_per_kwh)
+    c[col["u"]] = np.where(s.urgent, w.unmet_urgent_per_kwh,
+                           np.where(s.is_reserve, w.reserve_unmet_per_kwh, w.unmet_per_kwh))
     c[col["o"]] = w.overflow_per_kwh * np.tile(dt, 3)
     c[col["z"]] = ((g.import_price[:, None] + seg_slope[None, :]) * dt[:, None]).reshape(-1)
     c[col["oi"]] = (w.overflow_per_kwh + g.import_price) * dt
@@ -185,7 +187,8 @@ def build_lp(g: LpGrid, s: LpSessions, w: LpWeights | None = None) -> LpProblem:
     # fairness: u_k - target_k * phi_class <= 0
     cls = s.urgent.astype(np.int64)
     add(r0 + np.arange(k), ucol, np.ones(k))
-    owed = np.flatnonzero(target > 1e-6)  # rounding dust (1e-15 kWh) is no coefficient for a solver
+    # rounding dust (1e-15 kWh) is no coefficient for a solver; the cars still to come are nobody's fairness
+    owed = np.flatnonzero((target > 1e-6) & ~s.is_reserve)
     add(r0 + owed, col["phi"].start + cls[owed], -target[owed])
     rlb.append(np.full(k, -INF))
     rub.append(np.zeros(k))
@@ -396,6 +399,18 @@ def _import_rows(g: LpGrid, band: np.ndarray, col: dict[str, slice],
     rub.append(np.asarray(g.ev_import_limit_kw, dtype=float))
     rkey.append(key(11, 0, sk))
     return r0 + h
+
+
+def _in_tail(s: LpSessions, sess: np.ndarray, step: np.ndarray, dt: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """1 on the session-steps that start within `tail_s` of the car leaving (its window's end)."""
+    if s.tail_s is None or not np.any(np.asarray(s.tail_s) > 0):
+        return np.zeros(sess.size)
+    ends_h = np.cumsum(dt)
+    last = np.maximum(s.end_step - 1, 0)
+    leave_h = ends_h[last] - (1.0 - s.last_frac) * dt[last]  # hours from the horizon's start to the departure
+    start_h = ends_h[step] - dt[step]
+    tail_h = np.asarray(s.tail_s, dtype=float)[sess] / 3600.0
+    return ((leave_h[sess] - start_h < tail_h - 1e-9) & (frac > 0)).astype(float)
 
 
 def _urgent_prefix(s: LpSessions, sess: np.ndarray, step: np.ndarray, dt: np.ndarray,

@@ -14,6 +14,9 @@ class LpWeights:
     overflow_per_kwh: float = 1.0e5  # a hard limit the EVs cannot keep (household load alone is too high)
     unmet_urgent_per_kwh: float = 3.0e4
     unmet_per_kwh: float = 1.0e4
+    # energy of the cars still to come (reserve sessions): below every real car's and the forecast band's, above
+    # every price and the peak, so the plan keeps room for them but never at a real car's cost
+    reserve_unmet_per_kwh: float = 1.0e3
     urgent_early_per_kwh: float = 2.0e3  # reward for urgent energy delivered in its full-power prefix
     band_per_kwh: float = 2.0e3  # import a household-load forecast error could push over the limit
     setpoint_per_kwh: float = 1.0e3  # deviation from a dispatch setpoint
@@ -21,6 +24,9 @@ class LpWeights:
     valley_per_kwh: float = 0.4  # spread of the convex cost on total load (flattens it)
     valley_segments: int = 12
     fairness: float = 50.0  # per unit of the largest unmet fraction (per urgency class)
+    # energy planned into the last minutes before a car leaves (`LpSessions.tail_s`): below the cars still to come,
+    # above every price and the peak, so a plan finishes early where it can and keeps the end to make up a shortfall
+    tail_per_kwh: float = 300.0
     delay_per_kwh_h: float = 0.0  # per kWh per hour it is charged later (cars yet to come may need the room)
     delay_cap_h: float = 1.0  # ... up to this many hours: below any price step of the tariff
 
@@ -79,6 +85,12 @@ class LpSessions:
     # the same for cars that are there from the start of the horizon and leave inside a step (the rolling
     # planner): the site's rows get the difference for those steps only, a few entries per session
     departure_coupling: bool = False
+    reserve: np.ndarray | None = None  # (K,) bool: an expected session of cars still to come, not a real car
+    tail_s: np.ndarray | None = None  # (K,) the end of the window (s) kept as a margin (priced `tail_per_kwh`)
+
+    @property
+    def is_reserve(self) -> np.ndarray:
+        return np.zeros(self.k, dtype=bool) if self.reserve is None else np.asarray(self.reserve, dtype=bool)
 
     @property
     def k(self) -> int:

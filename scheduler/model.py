@@ -91,6 +91,27 @@ class Sessions:
 
 
 @dataclass(frozen=True)
+class ExpectedArrivals:
+    """The cars still to come, as reserve sessions: one per phase group and hour ahead (`youxu.scheduler.arrivals`)."""
+
+    pile: np.ndarray  # (R,) a pile of the group (stands for its phase share)
+    start_s: np.ndarray  # (R,) epoch s
+    end_s: np.ndarray  # (R,) epoch s
+    energy_kwh: np.ndarray  # (R,)
+    max_kw: np.ndarray  # (R,) the expected cars' pile power together
+    key: tuple[str, ...]  # stable names (group and hour), for warm starts
+
+    @property
+    def n(self) -> int:
+        return int(self.pile.size)
+
+    @staticmethod
+    def none() -> ExpectedArrivals:
+        z = np.zeros(0)
+        return ExpectedArrivals(np.zeros(0, dtype=np.int64), z, z, z, z, ())
+
+
+@dataclass(frozen=True)
 class PlanInput:
     """Everything a planning decision may use, over a horizon of H steps starting at t0_s.
 
@@ -118,6 +139,7 @@ class PlanInput:
     peak_floor_kw: float = 0.0  # highest total load already measured in the past day (the peak to beat)
     base_spread_kw: np.ndarray | None = None  # (H,) how far the household load may run above its forecast
     base_phase_spread_kw: np.ndarray | None = None  # (H, 3) the same per phase
+    expected_arrivals: ExpectedArrivals | None = None  # the cars still to come: room the plan keeps for them
 
     @property
     def horizon(self) -> int:

@@ -23,6 +23,7 @@ from youxu.scheduler.model import Plan, PlanInput
 DEFAULT_SOLVER = "GLOP"
 # the rolling plan does not know the cars still to come: energy now is worth a little more than later
 MPC_WEIGHTS = LpWeights(delay_per_kwh_h=0.1, delay_cap_h=1.0)
+TAIL_S = 900.0  # the end of a car's stay the plan keeps free where it can (what a tick fell short is made up there)
 MIN_SOLVE_MS = 2.0  # below this much time left after building, do not start the solver
 
 
@@ -82,24 +83,69 @@ def sessions_from_input(inp: PlanInput, warm: WarmStart | None = None) -> tuple[
     target = np.maximum(must, need * share)
     batt = s.battery_kwh[keep]
     now_kwh = soc[keep] * batt
+    ids = [s.ids[i] or f"#pile{i}" for i in keep]
+    r = _reserve_windows(inp, starts, step_s)
+    ids += list(r.key)
+    z = np.zeros(r.n)
     sess = LpSessions(
-        pile=keep.astype(np.int64),
-        start_step=np.zeros(keep.size, dtype=np.int64),
-        end_step=end.astype(np.int64),
-        first_frac=np.ones(keep.size),
-        last_frac=last_frac,
-        max_kw=max_kw,
-        discharge_kw=np.where(can_discharge[keep], p.max_discharge_kw[keep], 0.0),
-        target_kwh=target,
-        cap_kwh=need,
-        urgent=s.urgent[keep].astype(bool),
-        battery_now_kwh=now_kwh,
-        battery_min_kwh=np.minimum(s.min_soc[keep] * batt, now_kwh),
-        battery_max_kwh=np.minimum(batt, now_kwh + need),  # full, or the request met: the car takes no more
-        uid=None if warm is None else warm.uids([s.ids[i] or f"#pile{i}" for i in keep]),
+        pile=np.concatenate([keep, r.pile]).astype(np.int64),
+        start_step=np.concatenate([np.zeros(keep.size, dtype=np.int64), r.start_step]),
+        end_step=np.concatenate([end, r.end_step]).astype(np.int64),
+        first_frac=np.concatenate([np.ones(keep.size), r.first_frac]),
+        last_frac=np.concatenate([last_frac, r.last_frac]),
+        max_kw=np.concatenate([max_kw, r.max_kw]),
+        discharge_kw=np.concatenate([np.where(can_discharge[keep], p.max_discharge_kw[keep], 0.0), z]),
+        target_kwh=np.concatenate([target, r.energy_kwh]),
+        cap_kwh=np.concatenate([need, r.energy_kwh]),
+        urgent=np.concatenate([s.urgent[keep].astype(bool), np.zeros(r.n, dtype=bool)]),
+        battery_now_kwh=np.concatenate([now_kwh, z]),
+        battery_min_kwh=np.concatenate([np.minimum(s.min_soc[keep] * batt, now_kwh), z]),
+        # full, or the request met: the car takes no more
+        battery_max_kwh=np.concatenate([np.minimum(batt, now_kwh + need), r.energy_kwh]),
+        uid=None if warm is None else warm.uids(ids),
         departure_coupling=True,  # a car leaving inside a step: plan the power it draws, not the step's average
+        reserve=np.concatenate([np.zeros(keep.size, dtype=bool), np.ones(r.n, dtype=bool)]),
+        # a car leaving inside the horizon keeps its last minutes as a margin (not an urgent one: full power first)
+        tail_s=np.concatenate([np.where((dep < horizon_end) & ~s.urgent[keep], TAIL_S, 0.0), z]),
     )
     return sess, keep
+
+
+@dataclass(frozen=True)
+class ReserveWindows:
+    """The expected arrivals on the plan's steps."""
+
+    key: tuple[str, ...]
+    pile: np.ndarray
+    start_step: np.ndarray
+    end_step: np.ndarray
+    first_frac: np.ndarray
+    last_frac: np.ndarray
+    max_kw: np.ndarray
+    energy_kwh: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.pile.size)
+
+
+def _reserve_windows(inp: PlanInput, starts: np.ndarray, step_s: np.ndarray) -> ReserveWindows:
+    e = inp.expected_arrivals
+    ends = starts + step_s
+    if e is None or e.n == 0 or step_s.size == 0:
+        z = np.zeros(0)
+        zi = np.zeros(0, dtype=np.int64)
+        return ReserveWindows((), zi, zi, zi, z, z, z, z)
+    a = np.clip(e.start_s, starts[0], ends[-1])
+    b = np.clip(e.end_s, a, ends[-1])
+    first = np.clip(np.searchsorted(ends, a, side="right"), 0, step_s.size - 1)
+    last = np.clip(np.searchsorted(ends, b, side="left"), first, step_s.size - 1)
+    ok = (b > a) & (e.energy_kwh > 0)
+    # whole steps: the expected cars are a forecast by the hour, and no departure burst is theirs to plan
+    ones = np.ones(int(ok.sum()))
+    return ReserveWindows(tuple(k for k, o in zip(e.key, ok, strict=True) if o), e.pile[ok].astype(np.int64),
+                          first[ok].astype(np.int64), (last[ok] + 1).astype(np.int64), ones, ones,
+                          e.max_kw[ok], e.energy_kwh[ok])
 
 
 def mpc_problem(inp: PlanInput, warm: WarmStart | None = None) -> MpcProblem:
@@ -138,7 +184,7 @@ def plan_mpc(inp: PlanInput, time_limit_ms: float = 250.0, warm: WarmStart | Non
     build_ms = (time.perf_counter() - t0) * 1e3
     if warm is not None and not warm.saved_optimal:
         time_limit_ms = max(time_limit_ms, 10.0 * time_limit_ms if cold_time_limit_ms is None else cold_time_limit_ms)
-    if prob.sessions.k == 0:
+    if prob.pile_of_session.size == 0:  # no car plugged in: nothing to plan (the cars to come are not here)
         return Plan(power_kw=np.zeros((n, h)), status="ok", build_ms=build_ms, info={"sessions": 0})
     left_ms = time_limit_ms - build_ms
     if left_ms < MIN_SOLVE_MS:
@@ -147,16 +193,18 @@ def plan_mpc(inp: PlanInput, time_limit_ms: float = 250.0, warm: WarmStart | Non
     if not res.ok:
         return fallback_plan(inp, res.status, build_ms + res.load_ms, res.solve_ms)
     power = np.zeros((n, h))
-    power[prob.pile_of_session] = session_power_kw(lp, res.values)
+    real = prob.pile_of_session.size  # the reserve sessions (cars still to come) come after the real ones
+    power[prob.pile_of_session] = session_power_kw(lp, res.values)[:real]
     return Plan(
         power_kw=power, status=res.status, build_ms=build_ms + res.load_ms, solve_ms=res.solve_ms,
-        info=_info(lp.n_cols, lp.n_rows, res, prob.sessions.k, unmet_kwh(lp, res.values)),
+        info=_info(lp.n_cols, lp.n_rows, res, real, unmet_kwh(lp, res.values)[:real],
+                   reserve_kwh=float(prob.sessions.target_kwh[real:].sum())),
     )
 
 
-def _info(cols: int, rows: int, res: LpResult, k: int, unmet: np.ndarray) -> dict:
+def _info(cols: int, rows: int, res: LpResult, k: int, unmet: np.ndarray, reserve_kwh: float = 0.0) -> dict:
     return {"cols": cols, "rows": rows, "sessions": k, "objective": res.objective, "iterations": res.iterations,
-            "unmet_kwh": float(unmet.sum())}
+            "unmet_kwh": float(unmet.sum()), "reserve_kwh": reserve_kwh}
 
 
 @dataclass

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from youxu.scheduler import heuristics
+from youxu.scheduler.arrivals import ArrivalModel
 from youxu.scheduler.deadband import DeadbandState, Headroom, to_setpoints
 from youxu.scheduler.forecast import BaseLoadForecaster
 from youxu.scheduler.lp_warm import WarmStart
-from youxu.scheduler.model import HardLimits, Plan, PlanInput, Snapshot
+from youxu.scheduler.model import ExpectedArrivals, HardLimits, Plan, PlanInput, Snapshot
 from youxu.scheduler.planner import plan_mpc
 
 if TYPE_CHECKING:
@@ -41,6 +42,10 @@ class PlanningConfig:
     period_s: float = 60.0
     time_limit_ms: float = 200.0
     wear_yuan_per_kwh: float = 0.05
+    # a car with less slack than this (time left minus what it still needs at full power) is charged at full power
+    # whatever the plan says, as least-laxity-first would: the plan's model (forecast, the cars to come) may be
+    # wrong, the measured room at this tick is not; the dead band and the safety layer keep every limit
+    laxity_floor_s: float = 900.0
     threaded: bool = False  # solve in a worker thread (daemon) or inline (simulation)
 
 
@@ -77,9 +82,11 @@ def dispatch_breaks(ctl: Controller, t0_s: float, horizon_s: float) -> np.ndarra
 
 
 class RollingPlanner:
-    def __init__(self, cfg: PlanningConfig, forecaster: BaseLoadForecaster | None = None) -> None:
+    def __init__(self, cfg: PlanningConfig, forecaster: BaseLoadForecaster | None = None,
+                 arrivals: ArrivalModel | None = None) -> None:
         self.cfg = cfg
         self.forecaster = forecaster or BaseLoadForecaster()
+        self.arrivals = arrivals or ArrivalModel()  # the cars still to come: the plan keeps room for them
         self.plan: Plan | None = None
         self.plan_t0_s = 0.0
         self.plan_step_end_s = np.zeros(0)
@@ -142,7 +149,16 @@ class RollingPlanner:
             wear_yuan_per_kwh=self.cfg.wear_yuan_per_kwh,
             base_spread_kw=spread,
             base_phase_spread_kw=phase_spread,
+            expected_arrivals=self._expected(snap, ctl, float(ends[-1]) if ends.size else snap.t_s),
         )
+
+    def _expected(self, snap: Snapshot, ctl: Controller, horizon_end_s: float) -> ExpectedArrivals | None:
+        """The reserve for the cars still to come; none if the model fails (the plan is then as without it)."""
+        try:
+            return self.arrivals.expected(snap.t_s, horizon_end_s, ctl.piles, snap.sessions, snap.controllable)
+        except (ValueError, FloatingPointError, IndexError) as exc:
+            log.warning("arrival model failed, planning without a reserve for the cars to come: %s", exc)
+            return None
 
     # ---- when to plan ------------------------------------------------------------------
     def _due(self, snap: Snapshot, commands: tuple[str, ...]) -> bool:
@@ -173,6 +189,10 @@ class RollingPlanner:
         fixed = snap.assumed_kw
         self.forecaster.observe(snap.t_s, snap.base_kw + fixed.sum(),
                                 snap.base_phase_kw(ctl.piles.phase_share) + fixed @ ctl.piles.phase_share)
+        try:
+            self.arrivals.observe(snap.t_s, snap.sessions, snap.controllable)
+        except (ValueError, FloatingPointError, IndexError) as exc:
+            log.warning("arrival model could not learn from this snapshot: %s", exc)
         planned = False
         commands = tuple(ctl.dispatch(np.array([snap.t_s])).active_command_ids)
         if self._pending is not None and self._pending.done():
@@ -198,6 +218,8 @@ class RollingPlanner:
             k = int(np.searchsorted(self.plan_step_end_s, snap.t_s, side="right"))
             k = min(k, self.plan.power_kw.shape[1] - 1)
             plan_kw = self.plan.power_kw[:, k]
+        slack_s = self._slack_s(snap, ctl)
+        plan_kw = self._laxity_floor(plan_kw, snap, slack_s, ctl)
         if self.deadband is None:
             self.deadband = DeadbandState(ctl.piles.n)
         dt_s = ctl.tick_s if self.last_tick_s is None else min(max(snap.t_s - self.last_tick_s, 0.0), 10 * ctl.tick_s)
@@ -209,8 +231,26 @@ class RollingPlanner:
         presence = np.where(leave_s > 0, np.clip(leave_s / tick_s, 0.0, 1.0), 1.0)
         sp = to_setpoints(plan_kw, ctl.piles, s.ids, Headroom.of(step), tick_s, self.deadband,
                           online=step.pile_online, presence=presence, leave_s=np.maximum(leave_s, 0.0),
-                          car_max_kw=s.car_max_kw)
+                          car_max_kw=s.car_max_kw, slack_s=slack_s)
         return sp, self.plan, planned
+
+    @staticmethod
+    def _slack_s(snap: Snapshot, ctl: Controller) -> np.ndarray:
+        """(n,) each car's laxity: time left less the time it still needs at full power (inf: no car)."""
+        s = snap.sessions
+        full_kw = np.minimum(ctl.piles.max_kw, s.car_max_kw)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need_s = np.where(full_kw > 0, s.remaining_kwh / full_kw * 3600.0, np.inf)
+        return np.where(s.active, s.departure_s - snap.t_s - need_s, np.inf)
+
+    def _laxity_floor(self, plan_kw: np.ndarray, snap: Snapshot, slack_s: np.ndarray, ctl: Controller) -> np.ndarray:
+        """The plan's step with every car below the laxity floor raised to its full power."""
+        s = snap.sessions
+        full_kw = np.minimum(ctl.piles.max_kw, s.car_max_kw)
+        critical = s.active & snap.controllable & (s.remaining_kwh > 1e-6) & (slack_s < self.cfg.laxity_floor_s)
+        if not critical.any():
+            return plan_kw
+        return np.where(critical, np.maximum(plan_kw, full_kw), plan_kw)
 
     @staticmethod
     def _tick_fallback(snap: Snapshot, limits: HardLimits, ctl: Controller) -> Plan:

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from youxu.sim.offline import pareto
 from youxu.sim.progress import ProgressBar
-from youxu.sim.report_text import KPI_LABELS, THERMAL_KPI_LABELS
+from youxu.sim.report_text import KPI_LABELS, PARETO_LABELS, THERMAL_KPI_LABELS
 from youxu.sim.scenario import Scenario, load_scenario
 
 POLL_S = 0.5
@@ -54,6 +55,11 @@ def run_strategy(scenario_path: Path, strategy: str, out: Path, slot: int = -1) 
             _progress[slot].value = done
 
     res, kpis = run_and_write(sc, strategy, out / strategy, progress=progress)
+    front = pareto(sc, kpis)
+    if front is not None:  # the distance to the perfect-foresight front goes into the strategy's own kpis.json too
+        kpis = {**kpis, "pareto": front}
+        (out / strategy / "kpis.json").write_text(json.dumps(kpis, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
     return StrategyRun(kpis=kpis, total_kw=res.series[2], limit_kw=res.limit_kw)
 
 
@@ -88,6 +94,12 @@ def markdown_table(sc: Scenario, kpis: list[dict]) -> str:
     for key, label in {**KPI_LABELS, **thermal}.items():
         cells = ["—" if k.get(key) is None else str(k[key]) for k in kpis]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for key, label in PARETO_LABELS.items():
+        cells = ["—" if (k.get("pareto") or {}).get(key) is None else str(k["pareto"][key]) for k in kpis]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Gaps are each run's figure over the perfect-foresight front at the energy it served: the peak gap "
+              "against the lowest peak of any plan costing no more, the cost gap against the cheapest plan with no "
+              "higher peak (1 is on the front)."]
     return "\n".join(lines) + "\n"
 
 
@@ -117,6 +129,13 @@ def plot_overlay(path: Path, sc: Scenario, runs: list[StrategyRun]) -> None:
     plt.close(fig)
 
 
+def _gaps_text(front: dict | None) -> str:
+    if not front:
+        return ""
+    peak, cost = (("—" if g is None else f"{g:.3f}") for g in (front["peak_gap"], front["cost_gap"]))
+    return f"  peak gap {peak}  cost gap {cost}"
+
+
 def compare(scenario_path: Path, strategies: list[str], out: Path, as_json: bool) -> int:
     """`youxu sim compare`: run, write DIR/<strategy>/ and the comparison; print the KPIs list or a summary."""
     sc = load_scenario(scenario_path)
@@ -137,5 +156,6 @@ def compare(scenario_path: Path, strategies: list[str], out: Path, as_json: bool
     for k in kpis:
         print(f"  {k['strategy']:<{width}}  delivered {k['energy_delivered_kwh']:9.1f}/{k['energy_requested_kwh']:.1f} "
               f"kWh  served {k['sessions_fully_served']}/{k['sessions_total']}  peak {k['peak_total_kw']:7.1f} kW  "
-              f"{k['limit_violation_steps']:5d} violation steps  cost {k['import_cost_yuan']:9.0f} yuan")
+              f"{k['limit_violation_steps']:5d} violation steps  cost {k['import_cost_yuan']:9.0f} yuan"
+              + _gaps_text(k.get("pareto")))
     return 0

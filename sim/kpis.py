@@ -57,6 +57,14 @@ def session_targets_kwh(sc: Scenario) -> np.ndarray:
     return np.minimum(requested, SitePhysics(sc).deliverable_kwh())
 
 
+def ev_cost_yuan(sc: Scenario, sched_step: np.ndarray, sched_kw: np.ndarray) -> float:
+    """The EVs' own net energy cost: charging at the import price, V2G discharge at the export price."""
+    step = sched_step.astype(np.int64)
+    imp, exp = sc.import_price()[step], sc.export_price()[step]
+    return float((np.clip(sched_kw, 0.0, None) * imp - np.clip(-sched_kw, 0.0, None) * exp).sum()
+                 * sc.step_s / 3600.0)
+
+
 def compute_kpis(sc: Scenario, strategy: str, sched_step: np.ndarray, sched_session: np.ndarray,
                  sched_pile: np.ndarray, sched_kw: np.ndarray, plan_ms: list[float] | None = None,
                  plan_fallbacks: int = 0, wall_s: float = 0.0,
@@ -99,6 +107,7 @@ def compute_kpis(sc: Scenario, strategy: str, sched_step: np.ndarray, sched_sess
     heat = thermal_series(sc, total)
     pm = np.asarray(plan_ms or [0.0])
     v2g = float(np.clip(-sched_kw, 0.0, None).sum() * dt_h)
+    ev_cost = ev_cost_yuan(sc, sched_step, sched_kw)
     out = {
         "format": KPI_FORMAT,
         "strategy": strategy,
@@ -117,6 +126,7 @@ def compute_kpis(sc: Scenario, strategy: str, sched_step: np.ndarray, sched_sess
         "import_cost_yuan": _r((np.clip(total, 0.0, None) * imp_price).sum() * dt_h, 2),
         "export_revenue_yuan": _r((np.clip(-total, 0.0, None) * exp_price).sum() * dt_h, 2),
         "v2g_discharged_kwh": _r(v2g),
+        "ev_cost_yuan": _r(ev_cost, 2),
         "dispatch_max_excess_kw": _r(dispatch_max_excess),
         "dispatch_tracking_rmse_kw": None if rmse is None else _r(rmse),
         "plan_ms_p50": _r(np.percentile(pm, 50)),

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from youxu.scheduler.deadband import DeadbandState, Headroom, to_setpoints
-from youxu.scheduler.lp_build import LpGrid, LpSessions, LpWeights
+from youxu.scheduler.lp_build import LpGrid, LpProblem, LpSessions, LpWeights, build_lp
+from youxu.scheduler.lp_front import front_point
 from youxu.scheduler.model import Piles
 from youxu.scheduler.planner import schedule_sessions
 from youxu.sim.dispatch_arrays import scenario_dispatch_fn
@@ -246,3 +247,47 @@ def offline_schedule(sc: Scenario, block_s: float = BLOCK_S, time_limit_s: float
     sessions = block_sessions(sc, piles, w, per)
     res = schedule_sessions(grid, sessions, time_limit_s, weights=weights)
     return play_back(sc, f, piles, w, res.power_kw, per)
+
+
+PARETO_KEYS = ("peak_at_same_cost_kw", "cost_at_same_peak_yuan", "peak_gap", "cost_gap")
+FRONT_MAX_BLOCKS = 1440  # the front is solved at the scenario's own step up to this many steps (a day of minutes)
+
+
+def front_block_s(sc: Scenario) -> float:
+    """The front's block: the scenario's step (exact: no plan can do better), coarser only for long runs."""
+    return float(sc.step_s * max(1, -(-sc.n_steps // FRONT_MAX_BLOCKS)))
+
+
+def front_problem(sc: Scenario, block_s: float = BLOCK_S) -> tuple[LpGrid, LpProblem]:
+    """The offline yardstick's LP (every session, perfect foresight, on blocks of about `block_s`)."""
+    piles = scenario_piles(sc)
+    per = max(1, math.floor(block_s / sc.step_s))
+    f = fine_site(sc)
+    grid = block_grid(f, per, piles.phase_share)
+    return grid, build_lp(grid, block_sessions(sc, piles, fine_windows(sc, piles), per))
+
+
+def _gap(value: float, best: float) -> float | None:
+    return None if best <= 1e-9 or value < 0 else round(value / best, 4)
+
+
+def pareto(sc: Scenario, kpis: dict, block_s: float | None = None,
+           time_limit_s: float = TIME_LIMIT_S) -> dict | None:
+    """Contract section 6: the perfect-foresight front at this run's own served energy.
+
+    `peak_at_same_cost_kw`: the lowest peak any plan reaches delivering as much energy for no more EV cost;
+    `cost_at_same_peak_yuan`: the lowest EV cost of a plan delivering as much with no higher peak; the gaps
+    are the run's figures over those (1 is on the front). The LP knows no dead band between 0 and a pile's
+    minimum, so on the scenario's own step it bounds every real plan from below. None without sessions."""
+    if not sc.sessions or sc.n_steps == 0:
+        return None
+    grid, prob = front_problem(sc, front_block_s(sc) if block_s is None else block_s)
+    energy = float(kpis["energy_delivered_kwh"])
+    at_cost = front_point(grid, prob, energy, cost_cap_yuan=float(kpis["ev_cost_yuan"]), time_limit_s=time_limit_s)
+    at_peak = front_point(grid, prob, energy, peak_cap_kw=float(kpis["peak_total_kw"]), time_limit_s=time_limit_s)
+    return {
+        "peak_at_same_cost_kw": round(at_cost.peak_kw, 3),
+        "cost_at_same_peak_yuan": round(at_peak.ev_cost_yuan, 2),
+        "peak_gap": _gap(float(kpis["peak_total_kw"]), at_cost.peak_kw),
+        "cost_gap": _gap(float(kpis["ev_cost_yuan"]), at_peak.ev_cost_yuan),
+    }

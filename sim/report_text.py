@@ -19,6 +19,7 @@ KPI_LABELS = {
     "import_cost_yuan": "Import cost (yuan)",
     "export_revenue_yuan": "Export revenue (yuan)",
     "v2g_discharged_kwh": "V2G discharged (kWh)",
+    "ev_cost_yuan": "EV energy cost (yuan)",
     "dispatch_max_excess_kw": "Largest excess over a dispatch limit (kW)",
     "dispatch_tracking_rmse_kw": "Dispatch setpoint tracking RMSE (kW)",
     "plan_ms_p50": "Planning time p50 (ms)",
@@ -31,6 +32,13 @@ THERMAL_KPI_LABELS = {  # present when the scenario has site.thermal
     "hotspot_max_c": "Highest winding hot-spot (°C)",
     "top_oil_max_c": "Highest top-oil (°C)",
     "ageing_h": "Insulation ageing (equivalent hours)",
+}
+
+PARETO_LABELS = {
+    "peak_at_same_cost_kw": "Lowest peak at the same EV cost (kW)",
+    "peak_gap": "Peak gap to the front",
+    "cost_at_same_peak_yuan": "Lowest EV cost at the same peak (yuan)",
+    "cost_gap": "Cost gap to the front",
 }
 
 KPI_HELP = {
@@ -50,6 +58,8 @@ KPI_HELP = {
     "import_cost_yuan": "Energy imported times the time-of-use price of each step.",
     "export_revenue_yuan": "Energy exported to the grid times the export price.",
     "v2g_discharged_kwh": "Energy V2G cars gave back to the site.",
+    "ev_cost_yuan": "What the cars' own energy cost: charging at the import price of each step, less V2G discharge "
+                    "at the export price. The part of the bill the controller can change.",
     "dispatch_max_excess_kw": "Largest excess over a limit the grid company's dispatch commands set.",
     "dispatch_tracking_rmse_kw": "How closely the load followed a dispatch setpoint (root mean square error); "
                                  "— when no setpoint was sent.",

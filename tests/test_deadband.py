@@ -123,3 +123,16 @@ def test_small_discharge_rounds_to_the_minimum_within_the_export_room():
     assert in_deadband(sp, p)
     assert -sp.sum() <= 2.0 + 1e-9
     assert (sp < 0).sum() == 1  # 2.8 kW asked, room for one pile at its 1.4 kW minimum
+
+
+def test_with_slack_the_car_with_least_laxity_keeps_its_power_when_room_is_short():
+    p = piles(2)
+    ids = ["S0", "S1"]
+    # S0 leaves in 10 h but needs 9.9 of them at full power; S1 leaves in 2 h and needs 1: room for one car
+    leave = np.array([36000.0, 7200.0])
+    slack = np.array([360.0, 3600.0])
+    by_leave = to_setpoints(np.array([7.0, 7.0]), p, ids, room(7.0), 60.0, DeadbandState(2), leave_s=leave)
+    assert by_leave.tolist() == [0.0, 7.0]  # by departure alone the long stay is cut
+    by_slack = to_setpoints(np.array([7.0, 7.0]), p, ids, room(7.0), 60.0, DeadbandState(2), leave_s=leave,
+                            slack_s=slack)
+    assert by_slack.tolist() == [7.0, 0.0]  # least-laxity-first: the car that cannot wait keeps its power

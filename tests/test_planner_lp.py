@@ -219,8 +219,8 @@ def test_a_car_leaving_inside_a_step_is_planned_at_the_power_it_draws_while_ther
                 cars=[Car(0, 2.7, 0.25 + 2 / 60, max_kw=30.0)])
     _, plan = solve(site)
     assert plan.power_kw[0, 1] <= 10.0 + 1e-6
-    # and the peak comes before the price: the same power all the time the car is there
-    assert plan.power_kw[0] == pytest.approx(np.full(2, 2.7 / (0.25 + 2 / 60)), abs=1e-6)
+    # and its last minutes are kept as a margin before the price: the room of the first step is used first
+    assert plan.power_kw[0] == pytest.approx([10.0, (2.7 - 2.5) / (2 / 60)], abs=1e-6)
     assert plan.info["unmet_kwh"] == pytest.approx(0.0, abs=1e-6)
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests import contract
 from youxu.controller.cli import main
 from youxu.sim.generate import generate_scenario
-from youxu.sim.report_text import KPI_LABELS
+from youxu.sim.report_text import KPI_LABELS, PARETO_LABELS
 from youxu.sim.scenario import save_scenario
 
 STRATEGIES = ["uncontrolled", "llf", "mpc", "offline"]
@@ -73,5 +73,25 @@ def test_each_strategy_has_its_outputs_and_the_comparison_its_table_and_plot(
     for key in contract.KPI_FIGURES:  # every figure of the contract has its row
         cells = rows[KPI_LABELS[key]].strip("| ").split(" | ")[1:]
         assert cells == [str(k[key]) if k[key] is not None else "—" for k in kpis], key
+    for key, label in PARETO_LABELS.items():
+        cells = rows[label].strip("| ").split(" | ")[1:]
+        assert cells == [str(k["pareto"][key]) for k in kpis], key
     png = (out / "compare.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+def test_every_strategy_is_measured_against_the_perfect_foresight_front(
+        compared: tuple[Path, list[dict], str]) -> None:
+    _, kpis, _ = compared
+    by = {k["strategy"]: k for k in kpis}
+    for s, k in by.items():
+        front = k["pareto"]
+        assert set(front) == {"peak_at_same_cost_kw", "cost_at_same_peak_yuan", "peak_gap", "cost_gap"}, s
+        assert front["peak_gap"] == pytest.approx(k["peak_total_kw"] / front["peak_at_same_cost_kw"], rel=1e-3)
+        assert front["cost_gap"] == pytest.approx(k["ev_cost_yuan"] / front["cost_at_same_peak_yuan"], rel=1e-3)
+        assert k["ev_cost_yuan"] < k["import_cost_yuan"]  # the cars' share of the bill
+    # perfect foresight played back through the dead band sits on the front (minute steps in 15-minute blocks)
+    assert by["offline"]["pareto"]["peak_gap"] == pytest.approx(1.0, abs=0.02)
+    assert by["offline"]["pareto"]["cost_gap"] == pytest.approx(1.0, abs=0.02)
+    # least-laxity-first charges on arrival, into the evening peak and its tariff: far from the front on cost
+    assert by["llf"]["pareto"]["cost_gap"] > by["mpc"]["pareto"]["cost_gap"]

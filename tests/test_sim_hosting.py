@@ -82,3 +82,13 @@ def test_served_fraction_is_shown_rounded_down() -> None:
     assert shown(0.98996) == 0.9899  # not hosted, and not shown as 0.99
     assert shown(0.99) == 0.99
     assert shown(1.0) == 1.0
+
+
+def test_offline_is_a_hosting_strategy_and_hosts_what_least_laxity_first_does() -> None:
+    from youxu.sim.hosting import hosting_step
+
+    name, off = hosting_step("old-community", 1, "offline", 1.0)
+    _, llf = hosting_step("old-community", 1, "llf", 1.0)
+    assert name == "offline" and off.evs == llf.evs > 0
+    assert off.hosted and off.served_fraction >= llf.served_fraction - 1e-4
+    assert off.peak_kw <= llf.peak_kw + 1e-6  # perfect foresight flattens what arrival order cannot
