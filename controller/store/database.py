@@ -1,6 +1,7 @@
 """Opening the database and bringing its schema up to date (alembic, shipped in the package).
 
-SQLite by default (WAL, one file), PostgreSQL by URL (`postgresql://...` uses psycopg 3).
+SQLite by default (one file, rollback journal: see `sqlite_pragmas`), PostgreSQL by URL
+(`postgresql://...` uses psycopg 3).
 `python -m youxu.controller.store.database --config site.yaml [--revision]` upgrades (or shows) the schema
 of a site's database, as the daemon does at start.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from sqlalchemy.engine import Engine
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_S = 5.0  # the writer waits this long for a lock held by a backup or another reader
+SQLITE_JOURNAL_MODE = "truncate"
 PG_CONNECT_TIMEOUT_S = 5
 
 
@@ -40,14 +43,35 @@ def make_engine(url: str) -> Engine:
     elif url.startswith("postgresql"):
         connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
     engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
-    if engine.dialect.name == "sqlite":
-        @event.listens_for(engine, "connect")
-        def _wal(dbapi_conn, _rec) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
+    if engine.dialect.name == "sqlite" and url != "sqlite:///:memory:":
+        event.listen(engine, "connect", lambda dbapi_conn, _rec: sqlite_pragmas(dbapi_conn))
     return engine
+
+
+def sqlite_pragmas(conn: sqlite3.Connection) -> None:
+    """No file of the database is memory-mapped, so a state volume that stops taking writes (full,
+    remounted read-only after I/O errors, files made immutable) gives errors, never SIGBUS.
+
+    WAL mode keeps its index in the memory-mapped `-shm` file and writes to it even in read
+    transactions (a reader's mark); a page of it that the kernel cannot make writable any more kills
+    the process with SIGBUS. The rollback journal has no shared-memory index; `synchronous=FULL`
+    is what keeps it safe from power loss. A database left in WAL mode by an older version is
+    converted here; while another process holds it in WAL mode the connection is refused (the
+    store buffers and retries) rather than mapping the index.
+    """
+    cur = conn.cursor()
+    try:
+        cur.execute("PRAGMA mmap_size=0")
+        mode = str(cur.execute(f"PRAGMA journal_mode={SQLITE_JOURNAL_MODE}").fetchone()[0]).lower()
+        if mode != SQLITE_JOURNAL_MODE:
+            raise sqlite3.OperationalError(f"database stays in {mode} journal mode (another process has it open); "
+                                           f"not opened, to keep its index out of shared memory")
+        cur.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error:
+        cur.close()
+        conn.close()  # the pool does not close a connection its connect hook refused
+        raise
+    cur.close()
 
 
 def alembic_config() -> Config:

@@ -10,7 +10,6 @@ number moved past it, and a replay after a restart is refused.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -23,13 +22,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     insert,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
+from youxu.controller.store import database
 from youxu.controller.storelink import FINAL_STATES, StoredAck, StoredCommand
 
 
@@ -165,11 +164,7 @@ class SqlDispatchStore:
 
     @classmethod
     def from_url(cls, url: str) -> SqlDispatchStore:
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        return cls(create_engine(url, pool_pre_ping=True))
+        return cls(database.make_engine(url))
 
     def last_seq(self, issuer: str) -> int | None:
         with self.engine.connect() as conn:
