@@ -25,6 +25,7 @@ from youxu.controller.grid.dispatch_schema import (
     Rejection,
     check_default,
     check_times,
+    command_id_of,
     decode_json_object,
     validate_command,
 )
@@ -69,9 +70,9 @@ class CommandIntake:
         """Check `msg` (from the `dispatch` or `default` topic) and admit it or say why not."""
         if msg.expiry_s is not None and now_s > msg.received_s + msg.expiry_s:
             obj = decode_json_object(msg.payload)
-            cid = obj.get("command_id") if isinstance(obj, dict) else None
+            cid = command_id_of(obj) if isinstance(obj, dict) else None
             return Verdict(rejection=Rejection(EXPIRED, "message_expiry", "MQTT message expired before it was handled",
-                                               cid if isinstance(cid, str) else None))
+                                               cid))
         cmd = validate_command(msg.payload, site_id=self.site_id, topic_site=topic_site, key=self.key,
                                strict=self.strict)
         if isinstance(cmd, Rejection):
