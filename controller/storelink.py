@@ -100,8 +100,24 @@ class StoredAck:
     payload: str  # the JSON published
 
 
+class StorageError(Exception):
+    """A dispatch store could not do what was asked."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached or written now (down, full, read-only, its file gone): try later."""
+
+
+class StorageRefused(StorageError):
+    """The database refuses this record (it would refuse it again)."""
+
+
 class SeqStore(Protocol):
     def last_seq(self, issuer: str) -> int | None: ...
+
+    def issuer_seqs(self) -> dict[str, int]:
+        """Every issuer's last seq."""
+        ...
 
     def advance_seq(self, issuer: str, seq: int, at_s: float) -> bool:
         """Record `seq` for `issuer` if it is above the last one; False (and no change) otherwise."""
@@ -125,8 +141,16 @@ class CommandStore(Protocol):
 
 
 class DispatchStore(SeqStore, CommandStore, Protocol):
+    """Any method may raise `StorageUnavailable` or `StorageRefused` (never another database error)."""
+
     def accept(self, rec: StoredCommand) -> bool:
         """Atomically: advance the issuer's seq to `rec.seq` and save `rec`; False if seq is not above."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """Changes when the database was found replaced (its file deleted, say) and opened afresh, empty:
+        whoever holds records in memory writes them again."""
         ...
 
     def close(self) -> None: ...

@@ -5,20 +5,24 @@
     persisted atomically with the command (OUT_OF_SEQUENCE) → admitted into the `CommandBook`.
 
 A rejection changes nothing: no seq moves, no command is stored, the book is untouched. The
-store runs on the link's worker thread (`db_call`); nothing here publishes.
+store is the link's `DispatchMemory` on its worker thread (`db_call`): duplicates and seqs are
+answered from memory first, so a database outage changes no verdict. A command the database
+cannot take now is still admitted (the site obeys it; memory keeps it and writes it later); its
+`received` ack says so with reason `NOT_PERSISTED`, as a restart before the write would forget
+it. Nothing here publishes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from youxu.controller.grid.commands import CommandBook, CommandRecord, Transition
+from youxu.controller.grid.dispatch_memory import DispatchMemory
 from youxu.controller.grid.dispatch_schema import (
     EXPIRED,
     OUT_OF_SEQUENCE,
@@ -29,11 +33,11 @@ from youxu.controller.grid.dispatch_schema import (
     decode_json_object,
     validate_command,
 )
-from youxu.controller.storelink import DispatchStore
 from youxu.drivers.mqtt_link import Inbound
 
 log = logging.getLogger(__name__)
 
+NOT_PERSISTED = "NOT_PERSISTED"  # reason on a `received` ack: accepted, held in memory until the database takes it
 DbCall = Callable[..., Awaitable[Any]]
 
 
@@ -57,7 +61,7 @@ class CommandIntake:
     strict: bool = False
     clock_skew_s: float = 300.0
     lock: threading.RLock = field(default_factory=threading.RLock)
-    store: DispatchStore | None = None
+    store: DispatchMemory | None = None
     seq_cache: dict[str, int] = field(default_factory=dict)  # issuers' last seqs seen this run
 
     def remember_book(self) -> None:
@@ -103,26 +107,28 @@ class CommandIntake:
                 OUT_OF_SEQUENCE, "seq", f"{cmd.seq} is not above {cmd.issuer}'s last ({last})", cmd.command_id))
         with self.lock:
             transitions = self.book.admit(rec, now_s)
+        if store_error is not None:
+            transitions = [(r, replace(a, reason=NOT_PERSISTED) if r is rec and a is not None and a.status == "received"
+                            else a) for r, a in transitions]
         heard = "command" if role == "dispatch" else (None if msg.retain else "message")
         return Verdict(transitions=transitions, heard=heard, store_error=store_error)
 
     async def _accept_seq(self, rec: CommandRecord, now_s: float) -> tuple[bool, str | None]:
-        """Persist the command with its issuer's seq atomically; a replay after a restart fails here."""
+        """Persist the command with its issuer's seq atomically (a replay after a restart fails here), or,
+        while the database cannot take it, keep both in memory to be written before anything newer."""
         issuer, seq = rec.cmd.issuer, rec.cmd.seq
         if issuer in self.seq_cache and seq <= self.seq_cache[issuer]:
             return False, None
         assert self.store is not None
-        error = None
-        try:
-            ok = await self.db_call(self.store.accept, rec.to_stored(now_s))
-        except Exception as exc:  # database down: the grid's command still counts, in memory
-            log.error("dispatch store unavailable (%s); command %s accepted in memory only", exc, rec.command_id)
-            error, ok = f"command {rec.command_id} not persisted: {exc}", True
-        if not ok:
-            with contextlib.suppress(Exception):
-                last = await self.db_call(self.store.last_seq, issuer)
-                if last is not None:
-                    self.seq_cache[issuer] = max(self.seq_cache.get(issuer, -1), last)
+        store = self.store
+        if not await self.db_call(store.accept, rec.to_stored(now_s)):
+            last = await self.db_call(store.last_seq, issuer)
+            if last is not None:
+                self.seq_cache[issuer] = max(self.seq_cache.get(issuer, -1), last)
             return False, None
         self.seq_cache[issuer] = seq
-        return True, error
+        if store.unwritten(rec.command_id):
+            reason = store.last_error or "refused by the database"
+            log.error("command %s accepted, kept in memory until the database takes it: %s", rec.command_id, reason)
+            return True, f"command {rec.command_id} accepted but not yet stored ({reason}); kept in memory"
+        return True, None

@@ -29,6 +29,7 @@ from youxu.config.errors import UserError
 from youxu.controller.grid.arbitration import dispatch_limits
 from youxu.controller.grid.bookings import PileInfo, parse_booking
 from youxu.controller.grid.commands import Ack, CommandBook, CommandRecord, Transition
+from youxu.controller.grid.dispatch_memory import DispatchMemory
 from youxu.controller.grid.dispatch_schema import Rejection, decode_json_object, parse_rfc3339
 from youxu.controller.grid.intake import CommandIntake
 from youxu.controller.grid.link_watch import FALLBACK_ENDED, LINK_LOST, LINK_RESTORED, LinkWatch
@@ -43,7 +44,7 @@ from youxu.controller.grid.payloads import (
 from youxu.controller.grid.site_alarms import AlarmWatch
 from youxu.controller.gridlink import Booking, DispatchLimits, TickReport
 from youxu.controller.siteconfig import SiteConfig
-from youxu.controller.storelink import DispatchStore, EventRecorder, StoredAck
+from youxu.controller.storelink import DispatchStore, EventRecorder, StorageError, StoredAck
 from youxu.drivers.clock import Clock
 from youxu.drivers.mqtt_link import Inbound, MqttConnection, MqttSettings, Outbound
 from youxu.drivers.mqtt_topics import SiteTopics, classify_topic
@@ -103,7 +104,9 @@ class MqttGridLink:
         if store is None and open_store is None:
             raise TypeError("MqttGridLink needs a dispatch store or a way to open one")
         self._open = open_store or (lambda: store)
-        self.store: DispatchStore | None = None
+        self.store: DispatchMemory | None = None  # the store behind memory, once started
+        self._draining = False
+        self._store_backlog = 0  # as last seen by housekeeping
         self._owns_store = owns_store
         self.recorder = recorder
         self._lock = threading.RLock()
@@ -173,8 +176,13 @@ class MqttGridLink:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._inbox = asyncio.Queue()
-        self.store = await self._loop.run_in_executor(self._db, self._open)
-        stored = await self._db_call(self.store.open_commands)
+        self.store = DispatchMemory(await self._loop.run_in_executor(self._db, self._open))
+        restore_error = None
+        try:
+            stored = await self._db_call(self.store.load)
+        except StorageError as exc:  # control goes on with what the grid sends from now on
+            log.error("dispatch store unavailable at start, no commands restored: %s", exc)
+            stored, restore_error = [], str(exc)
         now = self.clock.now()
         with self._lock:
             self.book.restore(stored)
@@ -184,6 +192,8 @@ class MqttGridLink:
             self.watch = LinkWatch(self.m.link_loss_s, now)
         self._emit(transitions, now)
         self.conn.start()
+        if restore_error is not None:
+            self._own_event("dispatch_store_error", f"open commands not restored at start: {restore_error}")
         self._tasks = [asyncio.create_task(self._consume(), name="youxu-dispatch-in"),
                        asyncio.create_task(self._housekeeping(), name="youxu-dispatch-housekeeping")]
 
@@ -195,9 +205,13 @@ class MqttGridLink:
         offline = Outbound(self.topics.status,
                            to_json(status_payload("offline", self.clock.now(), self.tz, self.version)), retain=True)
         await asyncio.get_running_loop().run_in_executor(None, lambda: self.conn.stop(final=offline))
+        store = self.store
+        if store is not None and store.backlog and not await self._db_call(store.drain):
+            log.error("%d dispatch records not written at shutdown (database unavailable: %s); commands "
+                      "accepted meanwhile are forgotten", store.backlog, store.last_error)
         await asyncio.get_running_loop().run_in_executor(None, lambda: self._db.shutdown(wait=True))
-        if self._owns_store and self.store is not None:
-            self.store.close()
+        if self._owns_store and store is not None:
+            store.close()
 
     # ---- state for others -----------------------------------------------------------------------
     @property
@@ -305,8 +319,30 @@ class MqttGridLink:
                     transitions = self.book.update(now)
                 self._emit(transitions, now)
                 self._check_link(now)
+                self._write_behind()
             except Exception:
                 log.exception("grid link housekeeping failed")
+
+    def _write_behind(self) -> None:
+        """While dispatch records wait for the database, try to write them; say so when they are in."""
+        store = self.store
+        if store is None:
+            return
+        backlog = store.backlog
+        if backlog == 0 and self._store_backlog > 0 and not self._draining:
+            self._own_event("dispatch_store_restored", "dispatch records held in memory are in the database again",
+                            records=store.written_late)
+        self._store_backlog = backlog
+        if backlog and not self._draining:
+            self._draining = True
+
+            def done(_f: Future[Any]) -> None:
+                self._draining = False
+
+            try:
+                self._db.submit(store.drain).add_done_callback(done)
+            except RuntimeError:  # shut down
+                self._draining = False
 
     async def _consume(self) -> None:
         assert self._inbox is not None

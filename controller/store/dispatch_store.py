@@ -9,7 +9,10 @@ number moved past it, and a replay after a restart is refused.
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -26,10 +29,20 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from youxu.controller.store import database
-from youxu.controller.storelink import FINAL_STATES, StoredAck, StoredCommand
+from youxu.controller.store.values import is_outage
+from youxu.controller.storelink import (
+    FINAL_STATES,
+    StorageRefused,
+    StorageUnavailable,
+    StoredAck,
+    StoredCommand,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class MemoryDispatchStore:
@@ -41,9 +54,15 @@ class MemoryDispatchStore:
         self._commands: dict[str, StoredCommand] = {}
         self._acks: list[StoredAck] = []
 
+    generation = 0
+
     def last_seq(self, issuer: str) -> int | None:
         with self._lock:
             return self._seqs.get(issuer)
+
+    def issuer_seqs(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._seqs)
 
     def advance_seq(self, issuer: str, seq: int, at_s: float) -> bool:
         with self._lock:
@@ -154,9 +173,29 @@ def _command_values(rec: StoredCommand) -> dict[str, object]:
     }
 
 
+def _storage_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """The database's errors as the protocol's: unavailable (try later) or refused (this record)."""
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            if is_outage(exc):
+                raise StorageUnavailable(msg) from exc
+            raise StorageRefused(msg) from exc
+        except UnicodeError as exc:  # text the driver cannot encode
+            raise StorageRefused(f"{type(exc).__name__}: {exc}") from exc
+
+    return call
+
+
 class SqlDispatchStore:
     """The protocol on a SQLAlchemy database (tables `dispatch_commands`, `dispatch_acks`,
     `dispatch_issuer_seqs`, created when missing)."""
+
+    generation = 0
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -166,6 +205,7 @@ class SqlDispatchStore:
     def from_url(cls, url: str) -> SqlDispatchStore:
         return cls(database.make_engine(url))
 
+    @_storage_errors
     def last_seq(self, issuer: str) -> int | None:
         with self.engine.connect() as conn:
             v = conn.execute(
@@ -187,6 +227,7 @@ class SqlDispatchStore:
         conn.execute(insert(t).values(issuer=issuer, last_seq=seq, updated_s=at_s))  # type: ignore[attr-defined]
         return True
 
+    @_storage_errors
     def advance_seq(self, issuer: str, seq: int, at_s: float) -> bool:
         try:
             with self.engine.begin() as conn:
@@ -195,6 +236,7 @@ class SqlDispatchStore:
             with self.engine.begin() as conn:
                 return self._advance(conn, issuer, seq, at_s)
 
+    @_storage_errors
     def accept(self, rec: StoredCommand) -> bool:
         try:
             with self.engine.begin() as conn:
@@ -205,6 +247,7 @@ class SqlDispatchStore:
         except IntegrityError:  # same command_id stored already, or a concurrent first insert of the issuer
             return False
 
+    @_storage_errors
     def save_command(self, rec: StoredCommand) -> None:
         values = _command_values(rec)
         with self.engine.begin() as conn:
@@ -214,11 +257,13 @@ class SqlDispatchStore:
             if res.rowcount == 0:
                 conn.execute(insert(commands_table).values(**values))
 
+    @_storage_errors
     def find_command(self, command_id: str) -> StoredCommand | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(commands_table).where(commands_table.c.command_id == command_id)).first()
         return None if row is None else _row_to_command(row)
 
+    @_storage_errors
     def open_commands(self) -> list[StoredCommand]:
         t = commands_table
         with self.engine.connect() as conn:
@@ -227,12 +272,20 @@ class SqlDispatchStore:
             ).all()
         return [_row_to_command(r) for r in rows]
 
+    @_storage_errors
     def record_ack(self, ack: StoredAck) -> None:
         with self.engine.begin() as conn:
             conn.execute(insert(acks_table).values(
                 command_id=ack.command_id, status=ack.status, reason=ack.reason, at_s=ack.at_s, payload=ack.payload,
             ))
 
+    @_storage_errors
+    def issuer_seqs(self) -> dict[str, int]:
+        t = issuer_seqs_table
+        with self.engine.connect() as conn:
+            return {r[0]: int(r[1]) for r in conn.execute(select(t.c.issuer, t.c.last_seq))}
+
+    @_storage_errors
     def last_ack(self, command_id: str) -> StoredAck | None:
         t = acks_table
         with self.engine.connect() as conn:

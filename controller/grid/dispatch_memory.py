@@ -1,0 +1,265 @@
+"""`DispatchMemory`: what the site accepted is kept in memory first, and written behind.
+
+The grid link's one view of its dispatch store. Every command accepted, every state change, every
+ack and every issuer's seq is remembered here before it is written; while the database cannot
+take writes (down, full, read-only, its file deleted) they wait here, in order, and are written
+once it can, oldest first: nothing newer reaches the database before what came before it. Until
+then memory answers duplicates (the previous ack) and replays (the issuer's seq), so an outage
+never turns an accepted command into an OUT_OF_SEQUENCE, nor lets a replay in.
+
+What the database refuses outright (it would refuse it again) is logged, counted and kept in
+memory only. When the store says its database was opened afresh (`generation`), the issuers' seqs
+and the open commands are written again before anything else.
+
+All calls come from the link's single store thread (the asyncio side reads only `backlog`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from youxu.controller.storelink import (
+    DispatchStore,
+    StorageError,
+    StorageRefused,
+    StorageUnavailable,
+    StoredAck,
+    StoredCommand,
+)
+
+log = logging.getLogger(__name__)
+
+KEEP_WRITTEN = 5000  # written (final) commands and acks still answered from memory, newest kept
+
+
+@dataclass(frozen=True)
+class _Op:
+    kind: str  # "accept" | "save" | "ack" | "seq"
+    value: StoredCommand | StoredAck | tuple[str, int, float]
+
+
+class DispatchMemory:
+    """A `DispatchStore` in front of another: memory is authoritative, the database is written behind."""
+
+    def __init__(self, store: DispatchStore) -> None:
+        self.store = store
+        self._seqs: dict[str, int] = {}
+        self._commands: OrderedDict[str, StoredCommand] = OrderedDict()
+        self._acks: OrderedDict[str, StoredAck] = OrderedDict()
+        self._backlog: deque[_Op] = deque()
+        self._unwritten: set[str] = set()  # accepted commands not (yet) in the database
+        self._generation = getattr(store, "generation", 0)
+        self.last_error = ""
+        self.refused = 0
+        self.written_late = 0  # records written after waiting in the backlog
+
+    # ---- state for the link ----------------------------------------------------------------------
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    def unwritten(self, command_id: str) -> bool:
+        """True while an accepted command is known to memory only."""
+        return command_id in self._unwritten
+
+    def load(self) -> list[StoredCommand]:
+        """At start: the open commands, and every issuer's seq, from the database into memory."""
+        recs = self.store.open_commands()
+        seqs = self.store.issuer_seqs()
+        for rec in recs:
+            self._remember(rec)
+        for issuer, seq in seqs.items():
+            self._seqs[issuer] = max(seq, self._seqs.get(issuer, seq))
+        return recs
+
+    # ---- DispatchStore -----------------------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def last_seq(self, issuer: str) -> int | None:
+        known = self._seqs.get(issuer)
+        try:
+            stored = self.store.last_seq(issuer)
+        except StorageError as exc:
+            self._failed(exc)
+            return known
+        if stored is not None and (known is None or stored > known):
+            self._seqs[issuer] = known = stored
+        return known
+
+    def issuer_seqs(self) -> dict[str, int]:
+        return dict(self._seqs)
+
+    def advance_seq(self, issuer: str, seq: int, at_s: float) -> bool:
+        last = self.last_seq(issuer)
+        if last is not None and seq <= last:
+            return False
+        self._seqs[issuer] = seq
+        self._write(_Op("seq", (issuer, seq, at_s)))
+        return True
+
+    def accept(self, rec: StoredCommand) -> bool:
+        if rec.command_id in self._commands:
+            return False
+        last = self._seqs.get(rec.issuer)
+        if last is not None and rec.seq <= last:
+            return False
+        self._check_generation()
+        if self._backlog:
+            self.drain()
+        if not self._backlog:
+            try:
+                if not self.store.accept(rec):  # the database knows better (another writer): it decides
+                    self.last_seq(rec.issuer)
+                    return False
+                self._seqs[rec.issuer] = rec.seq
+                self._remember(rec)
+                return True
+            except StorageUnavailable as exc:
+                self._failed(exc)
+            except StorageRefused as exc:
+                self._refused(exc, f"command {rec.command_id}")
+                self._accepted(rec)
+                return True
+        self._accepted(rec)
+        self._backlog.append(_Op("accept", rec))
+        return True
+
+    def save_command(self, rec: StoredCommand) -> None:
+        self._remember(rec)
+        self._write(_Op("save", rec))
+
+    def find_command(self, command_id: str) -> StoredCommand | None:
+        rec = self._commands.get(command_id)
+        if rec is not None:
+            return rec
+        try:
+            return self.store.find_command(command_id)
+        except StorageError as exc:
+            self._failed(exc)
+            return None
+
+    def open_commands(self) -> list[StoredCommand]:
+        return sorted((r for r in self._commands.values() if not r.final), key=lambda r: (r.received_s, r.seq))
+
+    def record_ack(self, ack: StoredAck) -> None:
+        if ack.command_id is not None:
+            self._acks[ack.command_id] = ack
+            self._acks.move_to_end(ack.command_id)
+            self._trim(self._acks)
+        self._write(_Op("ack", ack))
+
+    def last_ack(self, command_id: str) -> StoredAck | None:
+        ack = self._acks.get(command_id)
+        if ack is not None:
+            return ack
+        try:
+            return self.store.last_ack(command_id)
+        except StorageError as exc:
+            self._failed(exc)
+            return None
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ---- writing behind ------------------------------------------------------------------------------
+    def drain(self) -> bool:
+        """Write what waits, oldest first, until the database stops taking it; True when nothing waits."""
+        self._check_generation()
+        while self._backlog:
+            op = self._backlog[0]
+            written = True
+            try:
+                self._apply(op)
+            except StorageUnavailable as exc:
+                self._failed(exc)
+                return False
+            except StorageRefused as exc:
+                self._refused(exc, f"{op.kind} record")
+                written = False
+            self._backlog.popleft()
+            self.written_late += written
+            if op.kind == "accept" and written:
+                self._unwritten.discard(op.value.command_id)  # type: ignore[union-attr]
+        if self.last_error:
+            log.warning("dispatch records written to the database again (%d after waiting)", self.written_late)
+            self.last_error = ""
+        return True
+
+    def _write(self, op: _Op) -> None:
+        self._check_generation()
+        if self._backlog:
+            self._backlog.append(op)
+            self.drain()
+            return
+        try:
+            self._apply(op)
+        except StorageUnavailable as exc:
+            self._failed(exc)
+            self._backlog.append(op)
+        except StorageRefused as exc:
+            self._refused(exc, f"{op.kind} record")
+
+    def _apply(self, op: _Op) -> None:
+        if op.kind == "accept":
+            rec = op.value
+            assert isinstance(rec, StoredCommand)
+            if not self.store.accept(rec):  # its seq or its row got there first (a rewrite): keep ours
+                self.store.advance_seq(rec.issuer, rec.seq, rec.received_s)
+                self.store.save_command(self._commands.get(rec.command_id, rec))
+        elif op.kind == "save":
+            assert isinstance(op.value, StoredCommand)
+            self.store.save_command(op.value)
+        elif op.kind == "ack":
+            assert isinstance(op.value, StoredAck)
+            self.store.record_ack(op.value)
+        else:
+            issuer, seq, at_s = op.value  # type: ignore[misc]
+            self.store.advance_seq(issuer, seq, at_s)
+
+    def _check_generation(self) -> None:
+        """The database was opened afresh (empty): the seqs and open commands go first, then the rest."""
+        gen = getattr(self.store, "generation", 0)
+        if gen == self._generation:
+            return
+        self._generation = gen
+        first = [_Op("seq", (issuer, seq, 0.0)) for issuer, seq in self._seqs.items()]
+        first += [_Op("save", rec) for rec in self.open_commands()]
+        first += [_Op("ack", self._acks[r.command_id]) for r in self.open_commands() if r.command_id in self._acks]
+        log.warning("dispatch database opened afresh: writing %d issuers' seqs and %d open commands again",
+                    len(self._seqs), len(self.open_commands()))
+        self._backlog.extendleft(reversed(first))
+
+    # ---- memory --------------------------------------------------------------------------------------
+    def _accepted(self, rec: StoredCommand) -> None:
+        self._seqs[rec.issuer] = max(rec.seq, self._seqs.get(rec.issuer, rec.seq))
+        self._remember(rec)
+        self._unwritten.add(rec.command_id)
+
+    def _remember(self, rec: StoredCommand) -> None:
+        self._commands[rec.command_id] = rec
+        self._commands.move_to_end(rec.command_id)
+        self._trim(self._commands)
+
+    def _trim(self, d: OrderedDict) -> None:
+        """Forget the oldest written records beyond KEEP_WRITTEN (the database has them)."""
+        if len(d) <= KEEP_WRITTEN + len(self._unwritten):
+            return
+        for key in list(d)[: len(d) - KEEP_WRITTEN]:
+            v = d[key]
+            if key in self._unwritten or (isinstance(v, StoredCommand) and not v.final):
+                continue
+            del d[key]
+
+    def _failed(self, exc: StorageError) -> None:
+        msg = str(exc)
+        if not self.last_error:
+            log.error("dispatch database unavailable, keeping records in memory: %s", msg)
+        self.last_error = msg or type(exc).__name__
+
+    def _refused(self, exc: StorageError, what: str) -> None:
+        self.refused += 1
+        log.error("dispatch database refused a %s, kept in memory only: %s", what, exc)
