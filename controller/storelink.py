@@ -42,6 +42,8 @@ class StoreHealth(Protocol):
     dropped_keep: int
     written: int
     write_failures: int
+    replaced: int  # times the database file was found deleted or replaced under the store, and opened afresh
+    replaced_error: str
 
     @property
     def dropped(self) -> int: ...

@@ -60,6 +60,10 @@ class DispatchMemory:
     def backlog(self) -> int:
         return len(self._backlog)
 
+    def needs_write(self) -> bool:
+        """Records wait, or the database was opened afresh and needs the seqs and open commands again."""
+        return bool(self._backlog) or getattr(self.store, "generation", 0) != self._generation
+
     def unwritten(self, command_id: str) -> bool:
         """True while an accepted command is known to memory only."""
         return command_id in self._unwritten
@@ -117,6 +121,8 @@ class DispatchMemory:
                     return False
                 self._seqs[rec.issuer] = rec.seq
                 self._remember(rec)
+                if self.needs_write():
+                    self.drain()
                 return True
             except StorageUnavailable as exc:
                 self._failed(exc)
@@ -202,6 +208,8 @@ class DispatchMemory:
             self._backlog.append(op)
         except StorageRefused as exc:
             self._refused(exc, f"{op.kind} record")
+        if self.needs_write():  # the store opened its database afresh just now: the rest follows at once
+            self.drain()
 
     def _apply(self, op: _Op) -> None:
         if op.kind == "accept":

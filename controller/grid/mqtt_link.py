@@ -333,7 +333,7 @@ class MqttGridLink:
             self._own_event("dispatch_store_restored", "dispatch records held in memory are in the database again",
                             records=store.written_late)
         self._store_backlog = backlog
-        if backlog and not self._draining:
+        if store.needs_write() and not self._draining:
             self._draining = True
 
             def done(_f: Future[Any]) -> None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sqlite3
 import sys
+import threading
+import weakref
 from pathlib import Path
 
 from alembic import command
@@ -20,6 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,90 @@ def make_engine(url: str) -> Engine:
         connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
     engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite" and url != "sqlite:///:memory:":
-        event.listen(engine, "connect", lambda dbapi_conn, _rec: sqlite_pragmas(dbapi_conn))
+        watched = SqliteFile(Path(url.removeprefix("sqlite:///")))
+        _files[engine] = watched
+
+        def on_connect(dbapi_conn: sqlite3.Connection, _rec: object) -> None:
+            sqlite_pragmas(dbapi_conn)
+            watched.opened()
+
+        event.listen(engine, "connect", on_connect)
     return engine
+
+
+class SqliteFile:
+    """Which file a SQLite engine has open, by identity (device, inode) rather than by name.
+
+    A state directory deleted (or the file replaced) under the running daemon leaves its open
+    connections writing into a deleted inode that no one will ever read: every write succeeds and
+    is lost. `problem()` compares the path with the file first opened; `ensure_file` reopens.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.identity: tuple[int, int] | None = None
+        self.generation = 0  # +1 each time the file was found replaced and opened afresh
+        self.last_problem = ""  # what is wrong now (logged once)
+        self.replaced_because = ""  # why it was last opened afresh
+        self.lock = threading.Lock()
+        self._reopening = False
+
+    def opened(self) -> None:
+        """A connection was opened: the first one (and the first one of a reopening) fixes the identity."""
+        if self.identity is None or self._reopening:
+            st = os.stat(self.path)
+            self.identity = (st.st_dev, st.st_ino)
+            self._reopening = False
+
+    def problem(self) -> str | None:
+        if self.identity is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"database file {self.path} was deleted while open"
+        except OSError as exc:
+            return f"database file {self.path}: {exc.strerror or exc}"
+        if (st.st_dev, st.st_ino) != self.identity:
+            return f"database file {self.path} was replaced by another file while open"
+        return None
+
+
+_files: weakref.WeakKeyDictionary[Engine, SqliteFile] = weakref.WeakKeyDictionary()
+
+
+def sqlite_file(engine: Engine) -> SqliteFile | None:
+    return _files.get(engine)
+
+
+def ensure_file(engine: Engine) -> None:
+    """Before writing: if the engine's SQLite file is no longer the one at its path, drop the
+    connections to it and open the path afresh (directory and schema created as needed), so that
+    writes land where the next start will read them. Raises OperationalError while that fails."""
+    watched = _files.get(engine)
+    if watched is None:
+        return
+    with watched.lock:
+        problem = watched.problem()
+        if problem is None:
+            return
+        if problem != watched.last_problem:
+            log.error("%s; opening %s afresh", problem, watched.path)
+        watched.last_problem = problem
+        engine.dispose()
+        old = watched.identity
+        watched._reopening = True  # the identity stays the old one until the new file is there
+        try:
+            watched.path.parent.mkdir(parents=True, exist_ok=True)
+            upgrade(engine)
+            if watched._reopening:  # no new connection was needed (cannot be, after dispose): look now
+                watched.opened()
+        except Exception as exc:
+            watched._reopening, watched.identity = False, old
+            engine.dispose()
+            raise OperationalError(f"{problem}; cannot open it afresh", None, exc) from exc
+        watched.generation += 1
+        watched.last_problem, watched.replaced_because = "", problem
 
 
 def sqlite_pragmas(conn: sqlite3.Connection) -> None:

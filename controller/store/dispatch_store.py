@@ -179,6 +179,7 @@ def _storage_errors(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
+            database.ensure_file(args[0].engine)  # type: ignore[attr-defined]  # never into a deleted file
             return fn(*args, **kwargs)
         except SQLAlchemyError as exc:
             msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
@@ -195,11 +196,14 @@ class SqlDispatchStore:
     """The protocol on a SQLAlchemy database (tables `dispatch_commands`, `dispatch_acks`,
     `dispatch_issuer_seqs`, created when missing)."""
 
-    generation = 0
-
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         metadata.create_all(engine)
+
+    @property
+    def generation(self) -> int:
+        watched = database.sqlite_file(self.engine)
+        return 0 if watched is None else watched.generation
 
     @classmethod
     def from_url(cls, url: str) -> SqlDispatchStore:
