@@ -174,3 +174,49 @@ async def test_ids_a_database_or_utf8_cannot_take_get_a_bad_schema_ack(make_link
         assert await stored_acks(store, len(cases)) == len(cases)
     finally:
         store.close()
+
+
+async def test_database_unreachable_at_start_the_link_runs_and_restores_the_commands_later(
+        make_link, grid: GridClient, pg_schema: PgSchema):
+    """PostgreSQL behind a closed gate when the daemon starts: the grid link starts all the same and
+    obeys what the grid sends; once the database answers, the commands in force before the restart
+    join the book and what was accepted meanwhile is written."""
+    gate = TcpGate(5432)
+    url = pg_schema.url(port=gate.port)
+    try:
+        store = Store(url, flush_s=0.05)
+        try:
+            link = await make_link(store=SqlDispatchStore(store.engine), recorder=store)
+            await online(grid, link)
+            now = link.clock.now()
+            before = command(now, import_max_kw=90.0, seq=10, minutes=120)
+            grid.publish(topic(link, "dispatch"), before)
+            await grid.until_ack(before["command_id"], "received")
+            assert await until(lambda: db_rows(store, commands_table, command_id=before["command_id"]))
+            await link.stop()
+        finally:
+            store.close()
+        gate.close_gate()
+        store = Store(url, flush_s=0.05)
+        try:
+            again = await make_link(link.site_id, clock=link.clock, store=SqlDispatchStore(store.engine),
+                                    recorder=store)
+            await online(grid, again)
+            assert "not restored at start" in (await grid.until_event("dispatch_store_error"))["message"]
+            meanwhile = command(now, import_max_kw=120.0, seq=5, issuer="other-dms", minutes=120)
+            grid.publish(topic(again, "dispatch"), meanwhile)
+            ack = await grid.until_ack(meanwhile["command_id"], "received")
+            assert ack["reason"] == "NOT_PERSISTED" and import_limit_kw(again, now + 1) == 120.0
+            gate.open_gate()
+            again.clock.advance(6.0)  # the link asks again every 5 s of its clock
+            restored = await grid.until_event("dispatch_store_restored", timeout_s=20.0)
+            assert before["command_id"] in restored.get("restored", []) or before["command_id"] in again.book.open
+            await until(lambda: before["command_id"] in again.book.open)
+            assert import_limit_kw(again, now + 7) == 90.0
+            assert await until(lambda: db_rows(store, commands_table, command_id=meanwhile["command_id"]), 20.0)
+            assert [r.last_seq for r in db_rows(store, issuer_seqs_table, issuer="other-dms")] == [5]
+        finally:
+            store.close()
+    finally:
+        gate.shutdown()
+        gc.collect()

@@ -69,11 +69,13 @@ class DispatchMemory:
         return command_id in self._unwritten
 
     def load(self) -> list[StoredCommand]:
-        """At start: the open commands, and every issuer's seq, from the database into memory."""
+        """The open commands, and every issuer's seq, from the database into memory (at start, or later
+        when the database was away then: what memory knows already stays as memory has it)."""
         recs = self.store.open_commands()
         seqs = self.store.issuer_seqs()
         for rec in recs:
-            self._remember(rec)
+            if rec.command_id not in self._commands:
+                self._remember(rec)
         for issuer, seq in seqs.items():
             self._seqs[issuer] = max(seq, self._seqs.get(issuer, seq))
         return recs

@@ -14,6 +14,7 @@ Threads and tasks:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -44,7 +45,7 @@ from youxu.controller.grid.payloads import (
 from youxu.controller.grid.site_alarms import AlarmWatch
 from youxu.controller.gridlink import Booking, DispatchLimits, TickReport
 from youxu.controller.siteconfig import SiteConfig
-from youxu.controller.storelink import DispatchStore, EventRecorder, StorageError, StoredAck
+from youxu.controller.storelink import DispatchStore, EventRecorder, StorageError, StoredAck, StoredCommand
 from youxu.drivers.clock import Clock
 from youxu.drivers.mqtt_link import Inbound, MqttConnection, MqttSettings, Outbound
 from youxu.drivers.mqtt_topics import SiteTopics, classify_topic
@@ -52,6 +53,7 @@ from youxu.drivers.mqtt_topics import SiteTopics, classify_topic
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 0.5
+RESTORE_RETRY_S = 5.0  # how often the open commands are asked for again when the database was away at start
 
 
 def _version() -> str:
@@ -107,6 +109,8 @@ class MqttGridLink:
         self.store: DispatchMemory | None = None  # the store behind memory, once started
         self._draining = False
         self._store_backlog = 0  # as last seen by housekeeping
+        self._restore_pending = False  # the open commands could not be read at start
+        self._restore_tried_s = -math.inf
         self._owns_store = owns_store
         self.recorder = recorder
         self._lock = threading.RLock()
@@ -193,6 +197,7 @@ class MqttGridLink:
         self._emit(transitions, now)
         self.conn.start()
         if restore_error is not None:
+            self._restore_pending, self._restore_tried_s = True, now
             self._own_event("dispatch_store_error", f"open commands not restored at start: {restore_error}")
         self._tasks = [asyncio.create_task(self._consume(), name="youxu-dispatch-in"),
                        asyncio.create_task(self._housekeeping(), name="youxu-dispatch-housekeeping")]
@@ -333,6 +338,10 @@ class MqttGridLink:
             self._own_event("dispatch_store_restored", "dispatch records held in memory are in the database again",
                             records=store.written_late)
         self._store_backlog = backlog
+        now = self.clock.now()
+        if self._restore_pending and not self._draining and now - self._restore_tried_s >= RESTORE_RETRY_S:
+            self._restore_tried_s = now
+            self._submit_restore(store)
         if store.needs_write() and not self._draining:
             self._draining = True
 
@@ -365,6 +374,36 @@ class MqttGridLink:
             self._on_heartbeat(msg)
         elif kind == "session_request" and pile is not None:
             self._on_booking(msg, pile)
+
+    def _submit_restore(self, store: DispatchMemory) -> None:
+        """Read the open commands that the database could not give at start; admit them once it can."""
+        loop = self._loop
+        assert loop is not None
+
+        def done(f: Future[Any]) -> None:
+            if f.exception() is None:
+                loop.call_soon_threadsafe(self._late_restore, f.result())
+
+        with contextlib.suppress(RuntimeError):  # shut down
+            self._db.submit(store.load).add_done_callback(done)
+
+    def _late_restore(self, stored: list[StoredCommand]) -> None:
+        """The commands in force before the start, read late: those the book does not know join it (a
+        default only if none arrived meanwhile); the tightest limit in force wins as always."""
+        if not self._restore_pending:
+            return
+        self._restore_pending = False
+        now = self.clock.now()
+        with self._lock:
+            known = [s for s in stored if not s.final and self.book.get(s.command_id) is None
+                     and not (s.role == "default" and self.book.default is not None)]
+            self.book.restore(known)
+            self.intake.remember_book()
+            transitions = self.book.update(now)
+        self._emit(transitions, now)
+        log.warning("dispatch store reachable: %d open commands restored late", len(known))
+        self._own_event("dispatch_store_restored", f"{len(known)} open commands restored from the database",
+                        restored=[s.command_id for s in known])
 
     # ---- incoming ----------------------------------------------------------------------------
     def _reject(self, rej: Rejection, msg: Inbound, now_s: float) -> None:

@@ -10,6 +10,7 @@ number moved past it, and a replay after a restart is refused.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -40,6 +41,8 @@ from youxu.controller.storelink import (
     StoredAck,
     StoredCommand,
 )
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -180,6 +183,7 @@ def _storage_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             database.ensure_file(args[0].engine)  # type: ignore[attr-defined]  # never into a deleted file
+            args[0]._create_tables()  # type: ignore[attr-defined]
             return fn(*args, **kwargs)
         except SQLAlchemyError as exc:
             msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
@@ -198,7 +202,16 @@ class SqlDispatchStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        self._tables = False
+        try:
+            self._create_tables()
+        except SQLAlchemyError as exc:  # the database is away: opened all the same, tables created later
+            log.error("dispatch tables not checked, the database is unavailable: %s", str(exc).splitlines()[0][:200])
+
+    def _create_tables(self) -> None:
+        if not self._tables:
+            metadata.create_all(self.engine)
+            self._tables = True
 
     @property
     def generation(self) -> int:
