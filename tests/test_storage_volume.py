@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.dispatch_builders import command
 from tests.fault_harness import start_run
 from tests.fixtures_mqtt import GridClient
@@ -26,19 +28,21 @@ from youxu.controller.store.storage import Store
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_immutable_state_files_on_ext4_do_not_kill_the_daemon(ext4_volume: Ext4Volume):
+@pytest.mark.parametrize("fault", ["immutable", "remount-ro", "shutdown"])
+def test_a_state_volume_that_stops_taking_writes_does_not_kill_the_daemon(ext4_volume: Ext4Volume, fault: str):
     """With WAL the index in `-shm` is memory-mapped; a dispatch lookup after the last commit writes
     a reader's mark into it, and the page, written back and now immutable, cannot be made writable:
-    SIGBUS. The daemon must instead see an error, alarm, and keep controlling."""
+    SIGBUS. The daemon must instead see an error, alarm, keep its vital rows and keep controlling."""
     state = ext4_volume.path / "state"
-    res = subprocess.run([sys.executable, "-m", "tests.storage_fault_run", str(state)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "tests.storage_fault_run", str(state), fault, ext4_volume.device],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode != -signal.SIGBUS, f"SIGBUS:\n{res.stderr[-2000:]}"
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["looked_up"] and out["ticks"] == 26 and out["tick_errors"] == 0
     assert not out["db_ok"] and "storage_down" in out["kinds"], out
     assert out["max_over_run"] == 0 and out["ev_kw"] > 10.0  # still charging, within the limit
+    assert out["rejected"] == 0 and out["vital_queued"] >= 1  # events kept for later, none dropped as refused
     assert not (state / "youxu.sqlite-shm").exists()
 
 
