@@ -38,14 +38,30 @@ def _chattr(flag: str, state: Path) -> None:
         subprocess.run(["chattr", flag, str(p)], check=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def _fill(mnt: Path) -> None:
+    """Fill the volume to the last byte (ENOSPC)."""
+    with open(mnt / "filler", "wb", buffering=0) as f:
+        for size in (65536, 512, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError:
+                pass
+
+
+@pytest.fixture(params=["sqlite-immutable", "sqlite-full", "postgresql"])
 def outage(request: pytest.FixtureRequest, pg_available: str | None) -> Iterator[Outage]:
-    """SQLite: the state directory on a tmpfs, its files and itself made immutable (as `chattr +i`
-    on a gateway). PostgreSQL: the server behind a TCP gate that closes (connections cut, refused)."""
-    if request.param == "sqlite":
+    """SQLite: the state directory on a 2 MB tmpfs, its files and itself made immutable (as `chattr +i`
+    on a gateway), or the volume filled up. PostgreSQL: the server behind a TCP gate that closes
+    (connections cut, refused)."""
+    if request.param.startswith("sqlite"):
         mnt = request.getfixturevalue("tmpfs_volume")
         state = mnt / "state"
-        yield Outage(f"sqlite:///{state / 'youxu.sqlite'}", lambda: _chattr("+i", state), lambda: _chattr("-i", state))
+        url = f"sqlite:///{state / 'youxu.sqlite'}"
+        if request.param == "sqlite-full":
+            yield Outage(url, lambda: _fill(mnt), lambda: (mnt / "filler").unlink())
+        else:
+            yield Outage(url, lambda: _chattr("+i", state), lambda: _chattr("-i", state))
         return
     if pg_available:
         pytest.skip(pg_available)
