@@ -3,7 +3,8 @@
 The grid link's one view of its dispatch store. Every command accepted, every state change, every
 ack and every issuer's seq is remembered here before it is written; while the database cannot
 take writes (down, full, read-only, its file deleted) they wait here, in order, and are written
-once it can, oldest first: nothing newer reaches the database before what came before it. Until
+once it can, oldest first (`drain`, which the link calls in the background while records wait):
+nothing newer reaches the database before what came before it. Until
 then memory answers duplicates (the previous ack) and replays (the issuer's seq), so an outage
 never turns an accepted command into an OUT_OF_SEQUENCE, nor lets a replay in.
 
@@ -114,9 +115,7 @@ class DispatchMemory:
         if last is not None and rec.seq <= last:
             return False
         self._check_generation()
-        if self._backlog:
-            self.drain()
-        if not self._backlog:
+        if not self._backlog:  # else it waits behind the rest (the link drains in the background)
             try:
                 if not self.store.accept(rec):  # the database knows better (another writer): it decides
                     self.last_seq(rec.issuer)
@@ -199,9 +198,8 @@ class DispatchMemory:
 
     def _write(self, op: _Op) -> None:
         self._check_generation()
-        if self._backlog:
+        if self._backlog:  # behind what waits: no new attempt per record while the database is away
             self._backlog.append(op)
-            self.drain()
             return
         try:
             self._apply(op)
