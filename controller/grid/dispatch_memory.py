@@ -71,12 +71,12 @@ class DispatchMemory:
 
     def load(self) -> list[StoredCommand]:
         """The open commands, and every issuer's seq, from the database into memory (at start, or later
-        when the database was away then: what memory knows already stays as memory has it)."""
-        recs = self.store.open_commands()
+        when the database was away then); returns the commands memory did not know (what it knows
+        already, it keeps as it has it: it is newer)."""
+        recs = [r for r in self.store.open_commands() if r.command_id not in self._commands]
         seqs = self.store.issuer_seqs()
         for rec in recs:
-            if rec.command_id not in self._commands:
-                self._remember(rec)
+            self._remember(rec)
         for issuer, seq in seqs.items():
             self._seqs[issuer] = max(seq, self._seqs.get(issuer, seq))
         return recs

@@ -334,7 +334,7 @@ class MqttGridLink:
         if store is None:
             return
         backlog = store.backlog
-        if backlog == 0 and self._store_backlog > 0 and not self._draining:
+        if backlog == 0 and self._store_backlog > 0:
             self._own_event("dispatch_store_restored", "dispatch records held in memory are in the database again",
                             records=store.written_late)
         self._store_backlog = backlog

@@ -63,8 +63,9 @@ class SqliteFile:
     """Which file a SQLite engine has open, by identity (device, inode) rather than by name.
 
     A state directory deleted (or the file replaced) under the running daemon leaves its open
-    connections writing into a deleted inode that no one will ever read: every write succeeds and
-    is lost. `problem()` compares the path with the file first opened; `ensure_file` reopens.
+    connections on a deleted inode that no one will ever read: in WAL mode every write succeeds and
+    is lost, with the rollback journal SQLite refuses them (read-only, the file moved) for good.
+    `problem()` compares the path with the file first opened; `ensure_file` reopens.
     """
 
     def __init__(self, path: Path) -> None:
@@ -79,7 +80,10 @@ class SqliteFile:
     def opened(self) -> None:
         """A connection was opened: the first one (and the first one of a reopening) fixes the identity."""
         if self.identity is None or self._reopening:
-            st = os.stat(self.path)
+            try:
+                st = os.stat(self.path)
+            except OSError:  # gone again already: the next check says so
+                return
             self.identity = (st.st_dev, st.st_ino)
             self._reopening = False
 
@@ -124,7 +128,7 @@ def ensure_file(engine: Engine) -> None:
         try:
             watched.path.parent.mkdir(parents=True, exist_ok=True)
             upgrade(engine)
-            if watched._reopening:  # no new connection was needed (cannot be, after dispose): look now
+            if watched._reopening:  # the migration's connection did not record it: look now
                 watched.opened()
         except Exception as exc:
             watched._reopening, watched.identity = False, old
