@@ -69,7 +69,9 @@ class CliProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        # the test's own import path first (the package under test), then the repository (for tests.*)
+        path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)
+        env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "youxu.controller.cli", *self.args], cwd=REPO, env=env,
                                          stdout=log, stderr=subprocess.STDOUT)
