@@ -10,7 +10,9 @@ never turns an accepted command into an OUT_OF_SEQUENCE, nor lets a replay in.
 
 What the database refuses outright (it would refuse it again) is logged, counted and kept in
 memory only. When the store says its database was opened afresh (`generation`), the issuers' seqs
-and the open commands are written again before anything else.
+and the open commands are written again before anything else. While records wait, reads do not
+try the database either (a database that hangs on connect would hold every answer up): memory
+answers, as it knows every command accepted in this run, the open ones and every issuer's seq.
 
 All calls come from the link's single store thread (the asyncio side reads only `backlog`).
 """
@@ -88,6 +90,8 @@ class DispatchMemory:
 
     def last_seq(self, issuer: str) -> int | None:
         known = self._seqs.get(issuer)
+        if self._backlog:  # the database is away: memory answers at once (it was seeded at start)
+            return known
         try:
             stored = self.store.last_seq(issuer)
         except StorageError as exc:
@@ -141,7 +145,7 @@ class DispatchMemory:
 
     def find_command(self, command_id: str) -> StoredCommand | None:
         rec = self._commands.get(command_id)
-        if rec is not None:
+        if rec is not None or self._backlog:
             return rec
         try:
             return self.store.find_command(command_id)
@@ -161,7 +165,7 @@ class DispatchMemory:
 
     def last_ack(self, command_id: str) -> StoredAck | None:
         ack = self._acks.get(command_id)
-        if ack is not None:
+        if ack is not None or self._backlog:
             return ack
         try:
             return self.store.last_ack(command_id)

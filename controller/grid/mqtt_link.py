@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 0.5
 RESTORE_RETRY_S = 5.0  # how often the open commands are asked for again when the database was away at start
+DRAIN_RETRY_MAX_S = 10.0  # longest wait between attempts to write what waits, while the database is away
 
 
 def _version() -> str:
@@ -108,6 +110,8 @@ class MqttGridLink:
         self._open = open_store or (lambda: store)
         self.store: DispatchMemory | None = None  # the store behind memory, once started
         self._draining = False
+        self._drain_wait_s = HOUSEKEEPING_S
+        self._drain_next_s = -math.inf  # steady time of the next attempt
         self._store_backlog = 0  # as last seen by housekeeping
         self._restore_pending = False  # the open commands could not be read at start
         self._restore_tried_s = -math.inf
@@ -342,11 +346,15 @@ class MqttGridLink:
         if self._restore_pending and not self._draining and now - self._restore_tried_s >= RESTORE_RETRY_S:
             self._restore_tried_s = now
             self._submit_restore(store)
-        if store.needs_write() and not self._draining:
+        steady = time.monotonic()
+        if store.needs_write() and not self._draining and steady >= self._drain_next_s:
             self._draining = True
 
-            def done(_f: Future[Any]) -> None:
+            def done(f: Future[Any]) -> None:  # back off while the database stays away (its worker is shared)
                 self._draining = False
+                ok = f.exception() is None and bool(f.result())
+                self._drain_wait_s = HOUSEKEEPING_S if ok else min(DRAIN_RETRY_MAX_S, self._drain_wait_s * 2)
+                self._drain_next_s = time.monotonic() + (0.0 if ok else self._drain_wait_s)
 
             try:
                 self._db.submit(store.drain).add_done_callback(done)
