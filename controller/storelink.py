@@ -149,6 +149,11 @@ class DispatchStore(SeqStore, CommandStore, Protocol):
         """Atomically: advance the issuer's seq to `rec.seq` and save `rec`; False if seq is not above."""
         ...
 
+    def write_batch(self, ops: list[tuple[str, object]]) -> list[bool]:
+        """Records in one transaction, in order: ("accept", StoredCommand), ("save", StoredCommand),
+        ("ack", StoredAck), ("seq", (issuer, seq, at_s)); returns each accept's result."""
+        ...
+
     @property
     def generation(self) -> int:
         """Changes when the database was found replaced (its file deleted, say) and opened afresh, empty:

@@ -3,7 +3,7 @@
 The grid link's one view of its dispatch store. Every command accepted, every state change, every
 ack and every issuer's seq is remembered here before it is written; while the database cannot
 take writes (down, full, read-only, its file deleted) they wait here, in order, and are written
-once it can, oldest first (`drain`, which the link calls in the background while records wait):
+once it can, oldest first (`flush`, which the link calls in the background while records wait):
 nothing newer reaches the database before what came before it. Until
 then memory answers duplicates (the previous ack) and replays (the issuer's seq), so an outage
 never turns an accepted command into an OUT_OF_SEQUENCE, nor lets a replay in.
@@ -13,6 +13,10 @@ memory only. When the store says its database was opened afresh (`generation`), 
 and the open commands are written again before anything else. While records wait, reads do not
 try the database either (a database that hangs on connect would hold every answer up): memory
 answers, as it knows every command accepted in this run, the open ones and every issuer's seq.
+
+State changes and acks are not written one transaction each (with a rollback journal each commit
+costs the volume's syncs): they go with the next accept's transaction, or with the link's next
+`flush` (twice a second), in order.
 
 All calls come from the link's single store thread (the asyncio side reads only `backlog`).
 """
@@ -51,7 +55,8 @@ class DispatchMemory:
         self._seqs: dict[str, int] = {}
         self._commands: OrderedDict[str, StoredCommand] = OrderedDict()
         self._acks: OrderedDict[str, StoredAck] = OrderedDict()
-        self._backlog: deque[_Op] = deque()
+        self._backlog: deque[_Op] = deque()  # waiting for a database that was away
+        self._pending: list[_Op] = []  # written with the next accept, or by the next `flush`
         self._unwritten: set[str] = set()  # accepted commands not (yet) in the database
         self._generation = getattr(store, "generation", 0)
         self.last_error = ""
@@ -61,11 +66,12 @@ class DispatchMemory:
     # ---- state for the link ----------------------------------------------------------------------
     @property
     def backlog(self) -> int:
+        """Records waiting for a database that was away (not those merely pending a commit)."""
         return len(self._backlog)
 
     def needs_write(self) -> bool:
         """Records wait, or the database was opened afresh and needs the seqs and open commands again."""
-        return bool(self._backlog) or getattr(self.store, "generation", 0) != self._generation
+        return bool(self._backlog or self._pending) or getattr(self.store, "generation", 0) != self._generation
 
     def unwritten(self, command_id: str) -> bool:
         """True while an accepted command is known to memory only."""
@@ -119,22 +125,39 @@ class DispatchMemory:
         if last is not None and rec.seq <= last:
             return False
         self._check_generation()
+        if self._backlog and not self.last_error:  # not an outage: the database was opened afresh
+            self.drain()
         if not self._backlog:  # else it waits behind the rest (the link drains in the background)
-            try:
-                if not self.store.accept(rec):  # the database knows better (another writer): it decides
-                    self.last_seq(rec.issuer)
-                    return False
-                self._seqs[rec.issuer] = rec.seq
-                self._remember(rec)
-                if self.needs_write():
-                    self.drain()
-                return True
+            batch, self._pending = [*self._pending, _Op("accept", rec)], []
+            try:  # what waited goes in the same transaction: one commit for all
+                ok = self.store.write_batch([(op.kind, op.value) for op in batch])[-1]
             except StorageUnavailable as exc:
                 self._failed(exc)
-            except StorageRefused as exc:
-                self._refused(exc, f"command {rec.command_id}")
                 self._accepted(rec)
+                self._backlog.extend(batch)
                 return True
+            except StorageRefused:  # one of them: find out which, one by one
+                for op in batch[:-1]:
+                    self._apply_or_drop(op)
+                try:
+                    ok = self.store.accept(rec)
+                except StorageUnavailable as exc:
+                    self._failed(exc)
+                    self._accepted(rec)
+                    self._backlog.append(batch[-1])
+                    return True
+                except StorageRefused as exc:
+                    self._refused(exc, f"command {rec.command_id}")
+                    self._accepted(rec)
+                    return True
+            if not ok:  # the database knows better (another writer): it decides
+                self.last_seq(rec.issuer)
+                return False
+            self._seqs[rec.issuer] = rec.seq
+            self._remember(rec)
+            if self.needs_write() and not self._pending:  # opened afresh just now: the rest follows at once
+                self.flush()
+            return True
         self._accepted(rec)
         self._backlog.append(_Op("accept", rec))
         return True
@@ -177,8 +200,29 @@ class DispatchMemory:
         self.store.close()
 
     # ---- writing behind ------------------------------------------------------------------------------
+    def flush(self) -> bool:
+        """Write what waits: after an outage oldest first, one by one, until the database stops taking
+        it; else what is pending, in one transaction. True when nothing waits."""
+        self._check_generation()
+        if self._backlog:
+            return self.drain()
+        if not self._pending:
+            return True
+        batch, self._pending = self._pending, []
+        try:
+            self.store.write_batch([(op.kind, op.value) for op in batch])
+        except StorageUnavailable as exc:
+            self._failed(exc)
+            self._backlog.extend(batch)
+            return False
+        except StorageRefused:
+            for op in batch:
+                self._apply_or_drop(op)
+        return True
+
     def drain(self) -> bool:
-        """Write what waits, oldest first, until the database stops taking it; True when nothing waits."""
+        """Write what waits after an outage, oldest first, until the database stops taking it; True when
+        nothing waits."""
         self._check_generation()
         while self._backlog:
             op = self._backlog[0]
@@ -201,10 +245,14 @@ class DispatchMemory:
         return True
 
     def _write(self, op: _Op) -> None:
+        """State changes and acks: with the next accept's transaction, or the link's next `flush`."""
         self._check_generation()
         if self._backlog:  # behind what waits: no new attempt per record while the database is away
             self._backlog.append(op)
-            return
+        else:
+            self._pending.append(op)
+
+    def _apply_or_drop(self, op: _Op) -> None:
         try:
             self._apply(op)
         except StorageUnavailable as exc:
@@ -212,8 +260,6 @@ class DispatchMemory:
             self._backlog.append(op)
         except StorageRefused as exc:
             self._refused(exc, f"{op.kind} record")
-        if self.needs_write():  # the store opened its database afresh just now: the rest follows at once
-            self.drain()
 
     def _apply(self, op: _Op) -> None:
         if op.kind == "accept":
@@ -243,7 +289,8 @@ class DispatchMemory:
         first += [_Op("ack", self._acks[r.command_id]) for r in self.open_commands() if r.command_id in self._acks]
         log.warning("dispatch database opened afresh: writing %d issuers' seqs and %d open commands again",
                     len(self._seqs), len(self.open_commands()))
-        self._backlog.extendleft(reversed(first))
+        self._backlog.extendleft(reversed(first + self._pending))
+        self._pending = []
 
     # ---- memory --------------------------------------------------------------------------------------
     def _accepted(self, rec: StoredCommand) -> None:

@@ -215,7 +215,7 @@ class MqttGridLink:
                            to_json(status_payload("offline", self.clock.now(), self.tz, self.version)), retain=True)
         await asyncio.get_running_loop().run_in_executor(None, lambda: self.conn.stop(final=offline))
         store = self.store
-        if store is not None and store.backlog and not await self._db_call(store.drain):
+        if store is not None and store.needs_write() and not await self._db_call(store.flush):
             log.error("%d dispatch records not written at shutdown (database unavailable: %s); commands "
                       "accepted meanwhile are forgotten", store.backlog, store.last_error)
         await asyncio.get_running_loop().run_in_executor(None, lambda: self._db.shutdown(wait=True))
@@ -357,7 +357,7 @@ class MqttGridLink:
                 self._drain_next_s = time.monotonic() + (0.0 if ok else self._drain_wait_s)
 
             try:
-                self._db.submit(store.drain).add_done_callback(done)
+                self._db.submit(store.flush).add_done_callback(done)
             except RuntimeError:  # shut down
                 self._draining = False
 

@@ -113,6 +113,19 @@ class MemoryDispatchStore:
         with self._lock:
             return list(self._acks)
 
+    def write_batch(self, ops: list[tuple[str, object]]) -> list[bool]:
+        out = []
+        for kind, value in ops:
+            if kind == "accept":
+                out.append(self.accept(value))  # type: ignore[arg-type]
+            elif kind == "save":
+                self.save_command(value)  # type: ignore[arg-type]
+            elif kind == "ack":
+                self.record_ack(value)  # type: ignore[arg-type]
+            else:
+                self.advance_seq(*value)  # type: ignore[misc]
+        return out
+
     def close(self) -> None:
         return None
 
@@ -266,13 +279,45 @@ class SqlDispatchStore:
 
     @_storage_errors
     def save_command(self, rec: StoredCommand) -> None:
-        values = _command_values(rec)
         with self.engine.begin() as conn:
-            res = conn.execute(
-                update(commands_table).where(commands_table.c.command_id == rec.command_id).values(**values)
-            )
-            if res.rowcount == 0:
-                conn.execute(insert(commands_table).values(**values))
+            self._save(conn, rec)
+
+    @staticmethod
+    def _save(conn: object, rec: StoredCommand) -> None:
+        values = _command_values(rec)
+        res = conn.execute(  # type: ignore[attr-defined]
+            update(commands_table).where(commands_table.c.command_id == rec.command_id).values(**values)
+        )
+        if res.rowcount == 0:
+            conn.execute(insert(commands_table).values(**values))  # type: ignore[attr-defined]
+
+    @_storage_errors
+    def write_batch(self, ops: list[tuple[str, object]]) -> list[bool]:
+        """Several records in one transaction (one commit, one set of syncs): ("accept", StoredCommand),
+        ("save", StoredCommand), ("ack", StoredAck), ("seq", (issuer, seq, at_s)), in order; returns what
+        each accept returned. All or nothing: a record the database refuses fails the whole batch."""
+        out: list[bool] = []
+        with self.engine.begin() as conn:
+            for kind, value in ops:
+                if kind == "accept":
+                    rec = value
+                    assert isinstance(rec, StoredCommand)
+                    known = conn.execute(select(commands_table.c.command_id)
+                                         .where(commands_table.c.command_id == rec.command_id)).first()
+                    ok = known is None and self._advance(conn, rec.issuer, rec.seq, rec.received_s)
+                    if ok:
+                        conn.execute(insert(commands_table).values(**_command_values(rec)))
+                    out.append(ok)
+                elif kind == "save":
+                    assert isinstance(value, StoredCommand)
+                    self._save(conn, value)
+                elif kind == "ack":
+                    assert isinstance(value, StoredAck)
+                    self._ack(conn, value)
+                else:
+                    issuer, seq, at_s = value  # type: ignore[misc]
+                    self._advance(conn, issuer, seq, at_s)
+        return out
 
     @_storage_errors
     def find_command(self, command_id: str) -> StoredCommand | None:
@@ -292,9 +337,13 @@ class SqlDispatchStore:
     @_storage_errors
     def record_ack(self, ack: StoredAck) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(acks_table).values(
-                command_id=ack.command_id, status=ack.status, reason=ack.reason, at_s=ack.at_s, payload=ack.payload,
-            ))
+            self._ack(conn, ack)
+
+    @staticmethod
+    def _ack(conn: object, ack: StoredAck) -> None:
+        conn.execute(insert(acks_table).values(  # type: ignore[attr-defined]
+            command_id=ack.command_id, status=ack.status, reason=ack.reason, at_s=ack.at_s, payload=ack.payload,
+        ))
 
     @_storage_errors
     def issuer_seqs(self) -> dict[str, int]:
