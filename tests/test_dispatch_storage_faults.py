@@ -148,6 +148,51 @@ async def test_a_command_accepted_during_a_storage_outage_is_kept_written_and_su
         store.close()
 
 
+async def test_a_flood_during_a_storage_outage_is_answered_from_memory_and_written_once_back(
+        make_link, grid: GridClient, outage: Outage):
+    """Commands and copies of them published back to back while the database takes no writes (the
+    link takes them in batches): each command is received once with NOT_PERSISTED, each copy gets its
+    command's ack marked duplicate, a replay of the last seq is refused; once the database is back,
+    every command, its acks and the issuer's last seq are written."""
+    store = Store(outage.url, flush_s=0.05)
+    try:
+        link = await make_link(store=SqlDispatchStore(store.engine), recorder=store)
+        await online(grid, link)
+        now = link.clock.now()
+        warm = command(now, seq=1, issuer="flood-dms")
+        grid.publish(topic(link, "dispatch"), warm)
+        await grid.until_ack(warm["command_id"], "received")
+        assert await until(lambda: db_rows(store, commands_table, command_id=warm["command_id"]))
+
+        outage.down()
+        cmds = [command(now, import_max_kw=300.0 + i, seq=10 + i, issuer="flood-dms") for i in range(40)]
+        for c in cmds:
+            for _copy in range(2):
+                grid.publish(topic(link, "dispatch"), c)
+        is_ack = lambda m: m.topic.endswith("/dispatch/ack")  # noqa: E731
+        await grid.until(lambda m: is_ack(m) and m.json().get("duplicate"), timeout_s=20.0, count=len(cmds))
+        for c in cmds:
+            mine = grid.acks(c["command_id"])
+            received = [a for a in mine if a["status"] == "received" and not a.get("duplicate")]
+            assert [a["reason"] for a in received] == ["NOT_PERSISTED"], mine
+            dup = [a for a in mine if a.get("duplicate")]
+            assert len(dup) == 1 and dup[0]["status"] in ("received", "superseded"), mine
+        replay = command(now, import_max_kw=500.0, seq=10 + len(cmds) - 1, issuer="flood-dms")
+        grid.publish(topic(link, "dispatch"), replay)
+        assert (await grid.until_ack(replay["command_id"], "rejected"))["reason"] == "OUT_OF_SEQUENCE"
+        assert import_limit_kw(link, now + 1) == 300.0 + len(cmds) - 1
+
+        outage.up()
+        await grid.until_event("dispatch_store_restored", timeout_s=30.0)
+        assert await until(lambda: len(db_rows(store, commands_table, issuer="flood-dms")) == len(cmds) + 1, 20.0)
+        assert [r.last_seq for r in db_rows(store, issuer_seqs_table, issuer="flood-dms")] == [10 + len(cmds) - 1]
+        for c in cmds:
+            assert "received" in [r.status for r in db_rows(store, acks_table, command_id=c["command_id"])]
+        assert not db_rows(store, commands_table, command_id=replay["command_id"])
+    finally:
+        store.close()
+
+
 async def until(pred: Callable[[], object], timeout_s: float = 5.0) -> object:
     deadline = time.monotonic() + timeout_s
     while not (got := pred()) and time.monotonic() < deadline:
