@@ -219,7 +219,7 @@ async def test_a_batch_and_the_records_pending_before_it_are_one_transaction(tmp
     worker = ThreadPoolExecutor(max_workers=1)  # the link's one store thread
     loop = asyncio.get_running_loop()
 
-    async def db_call(fn: Any, *args: Any) -> Any:
+    async def db_call(fn: Any, *args: Any, write_follows: bool = False) -> Any:
         return await loop.run_in_executor(worker, fn, *args)
 
     try:

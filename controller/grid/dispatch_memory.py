@@ -17,7 +17,8 @@ answers, as it knows every command accepted in this run, the open ones and every
 Writes are grouped (with a rollback journal each commit costs the volume's syncs): a batch of
 commands that arrived together is accepted in one `write_batch` transaction (`accept_batch`), and
 state changes and acks are not written one transaction each: they go with the next accept's
-transaction, or with the link's next `flush` (twice a second), in order.
+transaction, or with a `flush` as soon as the link's store thread has nothing else to do (at the
+latest with the link's background flush, twice a second), in order.
 
 All calls come from the link's single store thread (the asyncio side reads only `backlog`).
 """
@@ -70,6 +71,11 @@ class DispatchMemory:
     def backlog(self) -> int:
         """Records waiting for a database that was away (not those merely pending a commit)."""
         return len(self._backlog)
+
+    @property
+    def pending(self) -> int:
+        """Records to write with the next transaction while the database takes writes."""
+        return 0 if self._backlog else len(self._pending)
 
     def needs_write(self) -> bool:
         """Records wait, or the database was opened afresh and needs the seqs and open commands again."""

@@ -135,7 +135,7 @@ class CommandIntake:
         items = items[:len(checked)]
         assert self.store is not None
         store = self.store
-        known, last_acks = await self.db_call(_lookup, store, sorted(seen))
+        known, last_acks = await self.db_call(_lookup, store, sorted(seen), write_follows=True)
         verdicts: list[Verdict | None] = []
         admit: list[tuple[int, CommandRecord]] = []
         seqs = dict(self.seq_cache)  # as the batch moves them

@@ -113,6 +113,8 @@ class MqttGridLink:
         self.intake = CommandIntake(self.site_id, self.book, self._db_call, key=self.key, strict=self.m.strict,
                                     clock_skew_s=self.m.clock_skew_s, lock=self._lock)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="youxu-dispatch-db")
+        self._db_lock = threading.Lock()
+        self._db_waiting = 0  # store calls submitted, not started yet
         self._bookings: list[Booking] = []
         self._status = "online"
         # due on a grid of telemetry periods; a tick up to half a fast-loop period early counts as on time
@@ -247,10 +249,38 @@ class MqttGridLink:
         assert self._loop is not None and self._inbox is not None
         self._loop.call_soon_threadsafe(self._inbox.put_nowait, msg)
 
-    async def _db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _db_call(self, fn: Callable[..., Any], *args: Any, write_follows: bool = False) -> Any:
+        """`fn(*args)` on the store's thread. `write_follows`: the caller writes right after (a batch's
+        lookup before its accept), so what memory has pending waits for that transaction."""
         assert self._loop is not None
         self._flush_writes()  # the store's one worker runs in order: what was written before is read back
-        return await self._loop.run_in_executor(self._db, fn, *args)
+        return await asyncio.wrap_future(self._enqueue(fn, *args, write_follows=write_follows), loop=self._loop)
+
+    def _enqueue(self, fn: Callable[..., Any], *args: Any, write_follows: bool = False) -> Future[Any]:
+        with self._db_lock:
+            self._db_waiting += 1
+        try:
+            return self._db.submit(self._db_run, fn, args, write_follows)
+        except RuntimeError:  # shut down
+            with self._db_lock:
+                self._db_waiting -= 1
+            raise
+
+    def _db_run(self, fn: Callable[..., Any], args: tuple[Any, ...], write_follows: bool) -> Any:
+        """On the store's thread: `fn`, then, if no other call waits behind it, what the dispatch memory
+        has pending (state changes, acks) is committed at once; else the next call carries it (a batch's
+        accepts: one transaction for all, a group commit)."""
+        with self._db_lock:
+            self._db_waiting -= 1
+        try:
+            return fn(*args)
+        finally:
+            store = self.store
+            if not write_follows and store is not None and store.pending and self._db_waiting == 0:
+                try:
+                    store.flush()
+                except Exception:
+                    log.exception("dispatch store: writing pending records failed")
 
     def _db_submit(self, fn: Callable[..., Any], *args: Any) -> None:
         def done(f: Future[Any]) -> None:
@@ -258,7 +288,7 @@ class MqttGridLink:
                 log.error("dispatch store: %s failed: %s", getattr(fn, "__name__", fn), f.exception())
 
         try:
-            self._db.submit(fn, *args).add_done_callback(done)
+            self._enqueue(fn, *args).add_done_callback(done)
         except RuntimeError:  # shut down
             log.warning("dispatch store closed; %s not persisted", getattr(fn, "__name__", fn))
 
@@ -384,7 +414,7 @@ class MqttGridLink:
                 self._drain_next_s = time.monotonic() + (0.0 if ok else self._drain_wait_s)
 
             try:
-                self._db.submit(store.flush).add_done_callback(done)
+                self._enqueue(store.flush).add_done_callback(done)
             except RuntimeError:  # shut down
                 self._draining = False
 
@@ -433,7 +463,7 @@ class MqttGridLink:
                 loop.call_soon_threadsafe(self._late_restore, f.result())
 
         with contextlib.suppress(RuntimeError):  # shut down
-            self._db.submit(store.load).add_done_callback(done)
+            self._enqueue(store.load).add_done_callback(done)
 
     def _late_restore(self, stored: list[StoredCommand]) -> None:
         """The commands in force before the start, read late: those the book does not know join it (a
