@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from youxu.controller.gridlink import TickReport
 
@@ -43,6 +43,8 @@ class StoreHealth(Protocol):
     dropped_keep: int
     written: int
     write_failures: int
+    replaced: int  # times the database file was found deleted or replaced under the store, and opened afresh
+    replaced_error: str
 
     @property
     def dropped(self) -> int: ...
@@ -101,8 +103,29 @@ class StoredAck:
     payload: str  # the JSON published
 
 
+class StorageError(Exception):
+    """A dispatch store could not do what was asked."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached or written now (down, full, read-only, its file gone): try later."""
+
+
+class StorageRefused(StorageError):
+    """The database refuses this record (it would refuse it again)."""
+
+
+StoreOp = (tuple[Literal["accept", "save"], StoredCommand] | tuple[Literal["ack"], StoredAck]
+           | tuple[Literal["seq"], tuple[str, int, float]])
+"""One record of a `DispatchStore.write_batch`."""
+
+
 class SeqStore(Protocol):
     def last_seq(self, issuer: str) -> int | None: ...
+
+    def issuer_seqs(self) -> dict[str, int]:
+        """Every issuer's last seq."""
+        ...
 
     def advance_seq(self, issuer: str, seq: int, at_s: float) -> bool:
         """Record `seq` for `issuer` if it is above the last one; False (and no change) otherwise."""
@@ -126,25 +149,32 @@ class CommandStore(Protocol):
 
 
 class DispatchStore(SeqStore, CommandStore, Protocol):
+    """Any method may raise `StorageUnavailable` or `StorageRefused` (never another database error)."""
+
     def accept(self, rec: StoredCommand) -> bool:
         """Atomically: advance the issuer's seq to `rec.seq` and save `rec`; False if seq is not above."""
         ...
 
-    def accept_batch(self, recs: Sequence[StoredCommand]) -> list[bool]:
-        """`accept` for each of `recs` in order, all in one transaction (a later one sees the seqs and ids
-        the earlier ones stored); nothing is stored if it raises."""
-        ...
-
     def find_commands(self, command_ids: Sequence[str]) -> dict[str, StoredCommand]:
-        """The stored commands among `command_ids`, by id."""
+        """The stored commands among `command_ids`, by id (one round trip for a batch)."""
         ...
 
     def last_acks(self, command_ids: Sequence[str]) -> dict[str, StoredAck]:
         """The last ack stored for each of `command_ids` that has one."""
         ...
 
-    def write_batch(self, commands: Sequence[StoredCommand], acks: Sequence[StoredAck]) -> None:
-        """`save_command` for each of `commands` and `record_ack` for each of `acks`, in one transaction."""
+    def write_batch(self, ops: Sequence[StoreOp]) -> list[bool]:
+        """The records of `ops` in ONE transaction (one commit), in order, each as its own method would
+        write it: ("accept", StoredCommand) as `accept` (a later one sees the seqs and ids the earlier
+        ones stored), ("save", StoredCommand) as `save_command`, ("ack", StoredAck) as `record_ack`,
+        ("seq", (issuer, seq, at_s)) as `advance_seq`; returns each accept's result, in order. All or
+        nothing: if it raises, nothing of the batch was stored."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """Changes when the database was found replaced (its file deleted, say) and opened afresh, empty:
+        whoever holds records in memory writes them again."""
         ...
 
     def close(self) -> None: ...

@@ -69,7 +69,7 @@ class CliProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        # the caller's PYTHONPATH first: it may say where `youxu` is imported from (a checkout's namespace)
+        # the test's own import path first (the package under test), then the repository (for tests.*)
         path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)
         env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:

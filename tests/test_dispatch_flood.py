@@ -14,17 +14,24 @@ import json
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from sqlalchemy import event
 
 from tests.dispatch_builders import command
 from tests.fixtures_mqtt import Broker
+from youxu.controller.grid.commands import CommandBook
+from youxu.controller.grid.dispatch_memory import DispatchMemory
+from youxu.controller.grid.intake import CommandIntake, Incoming
 from youxu.controller.store.database import make_engine
 from youxu.controller.store.dispatch_store import SqlDispatchStore
+from youxu.controller.storelink import StoredAck
+from youxu.drivers.mqtt_link import Inbound
 
 N = 500
 CONTRACT_S = 1.0  # `received` within 1 s of arrival
@@ -194,3 +201,54 @@ async def test_copies_within_one_flood_are_answered_with_the_previous_ack(make_l
         assert store.last_seq("copy-dms") == 7_000 + len(cmds) - 1
     finally:
         grid.close()
+
+
+def _inbound(site_id: str, cmd: dict[str, Any], mid: int) -> Inbound:
+    return Inbound(topic=f"youxu/v1/{site_id}/dispatch", payload=json.dumps(cmd).encode(), qos=1, retain=False,
+                   mid=mid, received_s=time.time(), generation=1)
+
+
+async def test_a_batch_and_the_records_pending_before_it_are_one_transaction(tmp_path: Path) -> None:
+    """The intake's batch goes through the dispatch memory: its accepts, and the state changes and acks
+    that waited since the previous batch, are one commit on the SQLite file (a rollback journal pays
+    the volume's syncs per commit); the records are all there afterwards, the seq at the last."""
+    store = SqlDispatchStore(make_engine(f"sqlite:///{tmp_path / 'youxu.sqlite'}"))
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+    memory = DispatchMemory(store)
+    worker = ThreadPoolExecutor(max_workers=1)  # the link's one store thread
+    loop = asyncio.get_running_loop()
+
+    async def db_call(fn: Any, *args: Any, write_follows: bool = False) -> Any:
+        return await loop.run_in_executor(worker, fn, *args)
+
+    try:
+        await db_call(memory.load)
+        intake = CommandIntake("site-1", CommandBook(), db_call, store=memory)
+        now = time.time()
+        first = [command(now, seq=1 + i, issuer="batch-dms") for i in range(5)]
+        verdicts = await intake.commands([Incoming(_inbound("site-1", c, i), "dispatch", "site-1")
+                                          for i, c in enumerate(first)], now)
+        received = [(rec, ack) for v in verdicts for rec, ack in v.transitions if ack and ack.status == "received"]
+        assert len(received) == 5
+        # what the link does with the transitions: their states and acks go to memory, written behind
+        acks = [StoredAck(a.command_id, a.status, a.reason, a.at_s, json.dumps({"s": a.status})) for _r, a in received]
+        await db_call(memory.write_behind, [r.to_stored(now) for r, _a in received], acks)
+        assert memory.needs_write()
+        commits.clear()
+
+        batch = [command(now, seq=100 + i, issuer="batch-dms") for i in range(50)]
+        verdicts = await intake.commands([Incoming(_inbound("site-1", c, 100 + i), "dispatch", "site-1")
+                                          for i, c in enumerate(batch)], now)
+        assert len(verdicts) == 50 and all(v.rejection is None and v.store_error is None for v in verdicts)
+        assert all(a is not None and a.status == "received" and a.reason is None
+                   for v in verdicts for _r, a in v.transitions[:1])
+        assert len(commits) == 1  # 50 accepts and 10 pending records: one transaction
+        assert not memory.needs_write()
+        assert set(store.find_commands([c["command_id"] for c in first + batch])) == {
+            c["command_id"] for c in first + batch}
+        assert set(store.last_acks([c["command_id"] for c in first])) == {c["command_id"] for c in first}
+        assert store.last_seq("batch-dms") == 149
+    finally:
+        worker.shutdown(wait=True)
+        store.close()

@@ -125,7 +125,11 @@ def test_a_new_store_instance_still_refuses_the_replay(make_store) -> None:
     assert second.find_command(c.command_id) is not None
 
 
-def test_accept_batch_decides_as_accept_one_at_a_time_in_one_transaction(make_store) -> None:
+def accepts(recs: list[StoredCommand]) -> list[tuple[str, object]]:
+    return [("accept", r) for r in recs]
+
+
+def test_a_batch_of_accepts_decides_as_accept_one_at_a_time_in_one_transaction(make_store) -> None:
     """The batch sees what its earlier members stored: a later seq of the same issuer, the same id again."""
     store = make_store()
     issuer, other = f"dms-{uuid.uuid4().hex[:8]}", f"dms-{uuid.uuid4().hex[:8]}"
@@ -133,14 +137,14 @@ def test_accept_batch_decides_as_accept_one_at_a_time_in_one_transaction(make_st
     again = rec(issuer, 20)
     batch = [rec(issuer, 9), rec(issuer, 11), rec(issuer, 11), again, rec(issuer, 21, command_id=again.command_id),
              rec(other, 1), rec(issuer, 15), rec(issuer, 30)]
-    assert store.accept_batch(batch) == [False, True, False, True, False, True, False, True]
+    assert store.write_batch(accepts(batch)) == [False, True, False, True, False, True, False, True]
     assert store.last_seq(issuer) == 30 and store.last_seq(other) == 1
     stored = store.find_commands([r.command_id for r in batch])
     assert set(stored) == {batch[1].command_id, again.command_id, batch[5].command_id, batch[7].command_id}
     assert stored[again.command_id].seq == 20
-    assert store.accept_batch([]) == []
+    assert store.write_batch([]) == []
     replay = make_store()  # another instance on the same database, as after a restart
-    assert replay.accept_batch([rec(issuer, 30), rec(issuer, 31)]) == [False, True]
+    assert replay.write_batch(accepts([rec(issuer, 30), rec(issuer, 31)])) == [False, True]
 
 
 def test_write_batch_saves_commands_as_last_given_and_acks_in_order(make_store) -> None:
@@ -153,9 +157,25 @@ def test_write_batch_saves_commands_as_last_given_and_acks_in_order(make_store) 
     acks = [StoredAck(a.command_id, "received", None, 1.0, '{"s":"received"}'),
             StoredAck(a.command_id, "completed", None, 5.0, '{"s":"completed"}'),
             StoredAck(b.command_id, "received", None, 2.0, '{"s":"b"}')]
-    store.write_batch([active, b, done], acks)  # b never accepted (kept in memory during an outage): inserted
+    # b never accepted (kept in memory during an outage): inserted
+    assert store.write_batch([("save", active), ("save", b), ("save", done), *(("ack", x) for x in acks)]) == []
     got = store.find_commands([a.command_id, b.command_id])
     assert (got[a.command_id].state, got[a.command_id].applied_s) == ("completed", 3.0)
     assert got[b.command_id].state == "received"
     last = store.last_acks([a.command_id, b.command_id, "nothing"])
     assert {k: v.status for k, v in last.items()} == {a.command_id: "completed", b.command_id: "received"}
+
+
+def test_write_batch_takes_mixed_records_in_order_in_one_transaction(make_store) -> None:
+    """Accepts after saves, seqs and acks of the same batch see them: one group commit as record by record."""
+    store = make_store()
+    issuer = f"dms-{uuid.uuid4().hex[:8]}"
+    a, b, c = rec(issuer, 1), rec(issuer, 5), rec(issuer, 7)
+    assert store.write_batch([("accept", a), ("save", StoredCommand(**{**a.__dict__, "state": "active"})),
+                              ("ack", StoredAck(a.command_id, "received", None, 1.0, '{"s":"a"}')),
+                              ("seq", (issuer, 6, 2.0)), ("accept", b), ("save", c), ("accept", c),
+                              ("accept", rec(issuer, 8))]) == [True, False, False, True]
+    assert store.last_seq(issuer) == 8
+    got = store.find_commands([a.command_id, b.command_id, c.command_id])
+    assert set(got) == {a.command_id, c.command_id} and got[a.command_id].state == "active"
+    assert store.last_ack(a.command_id) is not None

@@ -21,7 +21,7 @@ from datetime import datetime, tzinfo
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from youxu.config.errors import error_path
 
@@ -66,6 +66,28 @@ def format_rfc3339(t_s: float, tz: tzinfo) -> str:
 WireTime = Annotated[float, BeforeValidator(parse_rfc3339)]
 
 
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored, logged or published as it is (NUL, which PostgreSQL's text
+    refuses; a lone surrogate, which UTF-8 cannot encode), or None."""
+    if "\x00" in text:
+        return "must not contain the NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogate)"
+    return None
+
+
+def _storable(text: str) -> str:
+    problem = text_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_storable)]
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False, frozen=True)
 
@@ -81,8 +103,8 @@ class DispatchCommand(_Wire):
     """A validated dispatch command; times in epoch seconds."""
 
     schema_: Literal["youxu.dispatch/1"] = Field(alias="schema")
-    command_id: str = Field(min_length=1, max_length=128)
-    issuer: str = Field(min_length=1, max_length=128)
+    command_id: Name
+    issuer: Name
     seq: int = Field(ge=0, le=2**63 - 1)
     issued_at: WireTime
     type: Literal["limit", "setpoint", "cancel"]
@@ -92,8 +114,8 @@ class DispatchCommand(_Wire):
     valid_until: WireTime | None = None
     periods: list[Period] = Field(default_factory=list, max_length=MAX_PERIODS)
     response_required: bool = True
-    cancels: str | None = Field(default=None, min_length=1, max_length=128)
-    target: str | None = Field(default=None, min_length=1, max_length=128)  # optional: the site it is meant for
+    cancels: Name | None = None
+    target: Name | None = None  # optional: the site it is meant for
     sig: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
     @property
@@ -182,9 +204,10 @@ def verify(obj: dict[str, Any], key: bytes) -> bool:
     return hmac.compare_digest(sign(obj, key), sig.lower())
 
 
-def _command_id_of(obj: dict[str, Any]) -> str | None:
+def command_id_of(obj: dict[str, Any]) -> str | None:
+    """The command_id to answer with: only one that can be published and stored as it is."""
     cid = obj.get("command_id")
-    return cid if isinstance(cid, str) and 0 < len(cid) <= 128 else None
+    return cid if isinstance(cid, str) and 0 < len(cid) <= 128 and text_problem(cid) is None else None
 
 
 def _unsupported(obj: dict[str, Any], cid: str | None) -> Rejection | None:
@@ -270,7 +293,7 @@ def validate_command_object(
     key: bytes | None = None,
     strict: bool = False,
 ) -> DispatchCommand | Rejection:
-    cid = _command_id_of(obj)
+    cid = command_id_of(obj)
     unsupported = _unsupported(obj, cid)
     if unsupported is not None:
         return unsupported

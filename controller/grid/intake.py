@@ -5,22 +5,26 @@
     persisted atomically with the command (OUT_OF_SEQUENCE) → admitted into the `CommandBook`.
 
 A rejection changes nothing: no seq moves, no command is stored, the book is untouched. The
-store runs on the link's worker thread (`db_call`); nothing here publishes. The link hands over
-what arrived together (`commands`): the batch is looked up in one round trip and accepted in one
-transaction, with the same verdicts as one at a time.
+store is the link's `DispatchMemory` on its worker thread (`db_call`): duplicates and seqs are
+answered from memory first, so a database outage changes no verdict. A command the database
+cannot take now is still admitted (the site obeys it; memory keeps it and writes it later); its
+`received` ack says so with reason `NOT_PERSISTED`, as a restart before the write would forget
+it. Nothing here publishes. The link hands over what arrived together (`commands`): the batch is
+looked up in one round trip and accepted in one transaction (with what memory had pending), with
+the same verdicts as one at a time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from youxu.controller.grid.commands import CommandBook, CommandRecord, Transition
+from youxu.controller.grid.dispatch_memory import DispatchMemory
 from youxu.controller.grid.dispatch_schema import (
     EXPIRED,
     OUT_OF_SEQUENCE,
@@ -28,23 +32,45 @@ from youxu.controller.grid.dispatch_schema import (
     Rejection,
     check_default,
     check_times,
+    command_id_of,
     decode_json_object,
     validate_command,
 )
-from youxu.controller.storelink import DispatchStore, StoredAck, StoredCommand
+from youxu.controller.storelink import StoredAck, StoredCommand
 from youxu.drivers.mqtt_link import Inbound
 
 log = logging.getLogger(__name__)
 
+NOT_PERSISTED = "NOT_PERSISTED"  # reason on a `received` ack: accepted, held in memory until the database takes it
 DbCall = Callable[..., Awaitable[Any]]
 
 
-def _lookup(store: DispatchStore, command_ids: list[str]) -> tuple[dict[str, StoredCommand], dict[str, StoredAck]]:
-    """(the stored commands among `command_ids`, the last acks of those): on the store's thread."""
+def _lookup(store: DispatchMemory, command_ids: list[str]) -> tuple[dict[str, StoredCommand], dict[str, StoredAck]]:
+    """(the known commands among `command_ids`, the last acks of those): on the store's thread."""
     if not command_ids:
         return {}, {}
     known = store.find_commands(command_ids)
     return known, store.last_acks(sorted(known)) if known else {}
+
+
+def _accept(store: DispatchMemory, recs: list[StoredCommand]) -> list[tuple[bool, str | None]]:
+    """Each of `recs` accepted or not, and why it is not in the database yet when it is accepted but
+    held in memory only: on the store's thread."""
+    out: list[tuple[bool, str | None]] = []
+    for rec, ok in zip(recs, store.accept_batch(recs), strict=True):
+        unwritten = ok and store.unwritten(rec.command_id)
+        out.append((ok, (store.last_error or "refused by the database") if unwritten else None))
+    return out
+
+
+def _last_seqs(store: DispatchMemory, issuers: list[str]) -> dict[str, int]:
+    """The last seqs of `issuers` that have one: on the store's thread."""
+    out: dict[str, int] = {}
+    for issuer in dict.fromkeys(issuers):
+        last = store.last_seq(issuer)
+        if last is not None:
+            out[issuer] = last
+    return out
 
 
 @dataclass
@@ -76,7 +102,7 @@ class CommandIntake:
     strict: bool = False
     clock_skew_s: float = 300.0
     lock: threading.RLock = field(default_factory=threading.RLock)
-    store: DispatchStore | None = None
+    store: DispatchMemory | None = None
     seq_cache: dict[str, int] = field(default_factory=dict)  # issuers' last seqs seen this run
 
     def remember_book(self) -> None:
@@ -85,14 +111,18 @@ class CommandIntake:
         for rec in recs:
             self.seq_cache[rec.cmd.issuer] = max(self.seq_cache.get(rec.cmd.issuer, -1), rec.cmd.seq)
 
+    async def command(self, msg: Inbound, role: str, topic_site: str | None, now_s: float) -> Verdict:
+        """Check `msg` (from the `dispatch` or `default` topic) and admit it or say why not."""
+        return (await self.commands([Incoming(msg, role, topic_site)], now_s))[0]
+
     async def commands(self, items: Sequence[Incoming], now_s: float) -> list[Verdict]:
         """`command` for the batch's first items in arrival order, with one store round trip to look
         their ids up and one transaction that accepts all it admits, so a flood costs a few round
         trips per drain, not several per command. Returns the verdicts of `items[:n]` (n >= 1), the
         ones `command` gives one at a time; the caller answers them and hands the rest in again. The
         batch stops before a command_id it already holds: that copy is a duplicate, to be answered
-        with the first one's ack once that is sent and stored. A store that fails mid-batch has
-        stored nothing (one transaction), and the batch is handled one at a time."""
+        with the first one's ack once that is sent (memory has it at once). What the database cannot
+        take, memory keeps (the verdicts are the same; the `received` acks say NOT_PERSISTED)."""
         checked: list[Verdict | DispatchCommand] = []
         seen: set[str] = set()
         for it in items:
@@ -105,11 +135,7 @@ class CommandIntake:
         items = items[:len(checked)]
         assert self.store is not None
         store = self.store
-        try:
-            known, last_acks = await self.db_call(_lookup, store, sorted(seen))
-        except Exception as exc:
-            log.warning("dispatch store: batch lookup failed (%s); one command at a time", exc)
-            return [await self.command(it.msg, it.role, it.topic_site, now_s) for it in items]
+        known, last_acks = await self.db_call(_lookup, store, sorted(seen), write_follows=True)
         verdicts: list[Verdict | None] = []
         admit: list[tuple[int, CommandRecord]] = []
         seqs = dict(self.seq_cache)  # as the batch moves them
@@ -128,14 +154,11 @@ class CommandIntake:
                 admit.append((len(verdicts), self._record(it, c, now_s)))
             verdicts.append(v)
         if admit:
-            try:
-                ok = await self.db_call(store.accept_batch, [rec.to_stored(now_s) for _k, rec in admit])
-            except Exception as exc:  # nothing was stored: the batch again, one command at a time
-                log.warning("dispatch store: batch accept failed (%s); one command at a time", exc)
-                return [await self.command(it.msg, it.role, it.topic_site, now_s) for it in items]
-            refused = [c.cmd.issuer for (_k, c), accepted in zip(admit, ok, strict=True) if not accepted]
-            last_seqs = await self._last_seqs(refused)
-            for (k, rec), accepted in zip(admit, ok, strict=True):
+            results = await self.db_call(_accept, store, [rec.to_stored(now_s) for _k, rec in admit])
+            refused = [rec.cmd.issuer for (_k, rec), (accepted, _e) in zip(admit, results, strict=True)
+                       if not accepted]
+            last_seqs = await self.db_call(_last_seqs, store, refused) if refused else {}
+            for (k, rec), (accepted, unwritten) in zip(admit, results, strict=True):
                 issuer = rec.cmd.issuer
                 if not accepted:
                     if issuer in last_seqs:
@@ -145,7 +168,15 @@ class CommandIntake:
                 self.seq_cache[issuer] = rec.cmd.seq
                 with self.lock:
                     transitions = self.book.admit(rec, now_s)
-                verdicts[k] = Verdict(transitions=transitions, heard=self._heard(items[k]))
+                store_error = None
+                if unwritten is not None:
+                    log.error("command %s accepted, kept in memory until the database takes it: %s",
+                              rec.command_id, unwritten)
+                    store_error = f"command {rec.command_id} accepted but not yet stored ({unwritten}); kept in memory"
+                    transitions = [(r, replace(a, reason=NOT_PERSISTED)
+                                    if r is rec and a is not None and a.status == "received" else a)
+                                   for r, a in transitions]
+                verdicts[k] = Verdict(transitions=transitions, heard=self._heard(items[k]), store_error=store_error)
         return [v if v is not None else Verdict() for v in verdicts]
 
     def _check(self, it: Incoming, now_s: float) -> Verdict | DispatchCommand:
@@ -153,9 +184,9 @@ class CommandIntake:
         msg = it.msg
         if msg.expiry_s is not None and now_s > msg.received_s + msg.expiry_s:
             obj = decode_json_object(msg.payload)
-            cid = obj.get("command_id") if isinstance(obj, dict) else None
+            cid = command_id_of(obj) if isinstance(obj, dict) else None
             return Verdict(rejection=Rejection(EXPIRED, "message_expiry", "MQTT message expired before it was handled",
-                                               cid if isinstance(cid, str) else None))
+                                               cid))
         cmd = validate_command(msg.payload, site_id=self.site_id, topic_site=it.topic_site, key=self.key,
                                strict=self.strict)
         if isinstance(cmd, Rejection):
@@ -195,59 +226,3 @@ class CommandIntake:
     @staticmethod
     def _heard(it: Incoming) -> str | None:
         return "command" if it.role == "dispatch" else (None if it.msg.retain else "message")
-
-    async def _last_seqs(self, issuers: list[str]) -> dict[str, int]:
-        """The stored seqs of the issuers whose commands the store refused (to answer with)."""
-        out: dict[str, int] = {}
-        assert self.store is not None
-        for issuer in dict.fromkeys(issuers):
-            with contextlib.suppress(Exception):
-                last = await self.db_call(self.store.last_seq, issuer)
-                if last is not None:
-                    out[issuer] = last
-        return out
-
-    async def command(self, msg: Inbound, role: str, topic_site: str | None, now_s: float) -> Verdict:
-        """Check `msg` (from the `dispatch` or `default` topic) and admit it or say why not."""
-        it = Incoming(msg, role, topic_site)
-        cmd = self._check(it, now_s)
-        if isinstance(cmd, Verdict):
-            return cmd
-        assert self.store is not None
-        prev = await self.db_call(self.store.find_command, cmd.command_id)
-        if prev is not None:
-            last = None if msg.retain else await self.db_call(self.store.last_ack, cmd.command_id)
-            known = self._known(it, cmd, {cmd.command_id: prev}, {} if last is None else {cmd.command_id: last})
-            assert known is not None
-            return known
-        rej = check_times(cmd, now_s, self.clock_skew_s, retained_default=(role == "default"))
-        if rej is not None:
-            return Verdict(rejection=rej)
-        rec = self._record(it, cmd, now_s)
-        accepted, store_error = await self._accept_seq(rec, now_s)
-        if not accepted:
-            return self._out_of_sequence(cmd)
-        with self.lock:
-            transitions = self.book.admit(rec, now_s)
-        return Verdict(transitions=transitions, heard=self._heard(it), store_error=store_error)
-
-    async def _accept_seq(self, rec: CommandRecord, now_s: float) -> tuple[bool, str | None]:
-        """Persist the command with its issuer's seq atomically; a replay after a restart fails here."""
-        issuer, seq = rec.cmd.issuer, rec.cmd.seq
-        if issuer in self.seq_cache and seq <= self.seq_cache[issuer]:
-            return False, None
-        assert self.store is not None
-        error = None
-        try:
-            ok = await self.db_call(self.store.accept, rec.to_stored(now_s))
-        except Exception as exc:  # database down: the grid's command still counts, in memory
-            log.error("dispatch store unavailable (%s); command %s accepted in memory only", exc, rec.command_id)
-            error, ok = f"command {rec.command_id} not persisted: {exc}", True
-        if not ok:
-            with contextlib.suppress(Exception):
-                last = await self.db_call(self.store.last_seq, issuer)
-                if last is not None:
-                    self.seq_cache[issuer] = max(self.seq_cache.get(issuer, -1), last)
-            return False, None
-        self.seq_cache[issuer] = seq
-        return True, error

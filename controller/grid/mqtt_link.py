@@ -7,7 +7,9 @@ Threads and tasks:
   validation, duplicate and sequence checks (the store runs on a single worker thread, so the
   database never blocks the loop; a batch costs one lookup and one accepting transaction), the
   `received` acknowledgements as soon as that transaction is committed, bookings, heartbeats;
-  what the transitions and acks change is written behind them, one transaction per loop turn;
+  what the transitions and acks change goes to the `DispatchMemory` once per loop turn, and into
+  the database with the next batch's transaction (or the housekeeping flush, twice a second);
+  while the database is away memory holds every record and answers for it;
 - `after_tick` (called by the fast loop) and a twice-a-second housekeeping task drive the command
   state machine (`applied`, `completed`, ...), link-loss detection, telemetry, pile state, events;
 - a publisher thread in `youxu.drivers.mqtt_link` feeds paho; nothing here waits for the broker.
@@ -16,8 +18,11 @@ Threads and tasks:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
@@ -31,6 +36,7 @@ from youxu.controller.grid.bookings import PileInfo, parse_booking
 from youxu.controller.grid.cadence import Cadence
 from youxu.controller.grid.command_log import CommandLog
 from youxu.controller.grid.commands import Ack, CommandBook, CommandRecord, Transition
+from youxu.controller.grid.dispatch_memory import DispatchMemory
 from youxu.controller.grid.dispatch_schema import Rejection, decode_json_object, parse_rfc3339
 from youxu.controller.grid.intake import CommandIntake, Incoming, Verdict
 from youxu.controller.grid.link_watch import FALLBACK_ENDED, LINK_LOST, LINK_RESTORED, LinkWatch
@@ -45,7 +51,7 @@ from youxu.controller.grid.payloads import (
 from youxu.controller.grid.site_alarms import AlarmWatch
 from youxu.controller.gridlink import Booking, DispatchLimits, Override, TickReport
 from youxu.controller.siteconfig import SiteConfig
-from youxu.controller.storelink import DispatchStore, EventRecorder, StoredAck, StoredCommand
+from youxu.controller.storelink import DispatchStore, EventRecorder, StorageError, StoredAck, StoredCommand
 from youxu.drivers.clock import Clock
 from youxu.drivers.mqtt_link import Inbound, MqttConnection, MqttSettings, Outbound
 from youxu.drivers.mqtt_topics import SiteTopics, classify_topic
@@ -54,6 +60,8 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 0.5
 MAX_BATCH = 500  # messages handled together at most (a flood is drained in batches of this)
+RESTORE_RETRY_S = 5.0  # how often the open commands are asked for again when the database was away at start
+DRAIN_RETRY_MAX_S = 10.0  # longest wait between attempts to write what waits, while the database is away
 
 
 def _version() -> str:
@@ -93,13 +101,21 @@ class MqttGridLink:
         if store is None and open_store is None:
             raise TypeError("MqttGridLink needs a dispatch store or a way to open one")
         self._open = open_store or (lambda: store)
-        self.store: DispatchStore | None = None
+        self.store: DispatchMemory | None = None  # the store behind memory, once started
+        self._draining = False
+        self._drain_wait_s = HOUSEKEEPING_S
+        self._drain_next_s = -math.inf  # steady time of the next attempt
+        self._store_backlog = 0  # as last seen by housekeeping
+        self._restore_pending = False  # the open commands could not be read at start
+        self._restore_tried_s = -math.inf
         self._owns_store = owns_store
         self.recorder = recorder
         self._lock = threading.RLock()
         self.intake = CommandIntake(self.site_id, self.book, self._db_call, key=self.key, strict=self.m.strict,
                                     clock_skew_s=self.m.clock_skew_s, lock=self._lock)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="youxu-dispatch-db")
+        self._db_lock = threading.Lock()
+        self._db_waiting = 0  # store calls submitted, not started yet
         self._bookings: list[Booking] = []
         self._ambient: tuple[float, float] | None = None  # (epoch s taken, °C) from the `ambient` topic
         self._overrides: list[Override] = []
@@ -183,8 +199,13 @@ class MqttGridLink:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._inbox = asyncio.Queue()
-        self.store = await self._loop.run_in_executor(self._db, self._open)
-        stored = await self._db_call(self.store.open_commands)
+        self.store = DispatchMemory(await self._loop.run_in_executor(self._db, self._open))
+        restore_error = None
+        try:
+            stored = await self._db_call(self.store.load)
+        except StorageError as exc:  # control goes on with what the grid sends from now on
+            log.error("dispatch store unavailable at start, no commands restored: %s", exc)
+            stored, restore_error = [], str(exc)
         now = self.clock.now()
         with self._lock:
             self.book.restore(stored)
@@ -194,6 +215,9 @@ class MqttGridLink:
             self.watch = LinkWatch(self.m.link_loss_s, now)
         self._emit(transitions, now)
         self.conn.start()
+        if restore_error is not None:
+            self._restore_pending, self._restore_tried_s = True, now
+            self._own_event("dispatch_store_error", f"open commands not restored at start: {restore_error}")
         self._tasks = [asyncio.create_task(self._consume(), name="youxu-dispatch-in"),
                        asyncio.create_task(self._housekeeping(), name="youxu-dispatch-housekeeping")]
 
@@ -205,10 +229,13 @@ class MqttGridLink:
         offline = Outbound(self.topics.status,
                            to_json(status_payload("offline", self.clock.now(), self.tz, self.version)), retain=True)
         await asyncio.get_running_loop().run_in_executor(None, lambda: self.conn.stop(final=offline))
-        self._flush_writes()
+        store = self.store
+        if store is not None and not await self._db_call(store.flush):  # with this turn's writes (`_db_call`)
+            log.error("%d dispatch records not written at shutdown (database unavailable: %s); commands "
+                      "accepted meanwhile are forgotten", store.backlog, store.last_error)
         await asyncio.get_running_loop().run_in_executor(None, lambda: self._db.shutdown(wait=True))
-        if self._owns_store and self.store is not None:
-            self.store.close()
+        if self._owns_store and store is not None:
+            store.close()
 
     # ---- state for others -----------------------------------------------------------------------
     @property
@@ -252,10 +279,38 @@ class MqttGridLink:
         assert self._loop is not None and self._inbox is not None
         self._loop.call_soon_threadsafe(self._inbox.put_nowait, msg)
 
-    async def _db_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _db_call(self, fn: Callable[..., Any], *args: Any, write_follows: bool = False) -> Any:
+        """`fn(*args)` on the store's thread. `write_follows`: the caller writes right after (a batch's
+        lookup before its accept), so what memory has pending waits for that transaction."""
         assert self._loop is not None
         self._flush_writes()  # the store's one worker runs in order: what was written before is read back
-        return await self._loop.run_in_executor(self._db, fn, *args)
+        return await asyncio.wrap_future(self._enqueue(fn, *args, write_follows=write_follows), loop=self._loop)
+
+    def _enqueue(self, fn: Callable[..., Any], *args: Any, write_follows: bool = False) -> Future[Any]:
+        with self._db_lock:
+            self._db_waiting += 1
+        try:
+            return self._db.submit(self._db_run, fn, args, write_follows)
+        except RuntimeError:  # shut down
+            with self._db_lock:
+                self._db_waiting -= 1
+            raise
+
+    def _db_run(self, fn: Callable[..., Any], args: tuple[Any, ...], write_follows: bool) -> Any:
+        """On the store's thread: `fn`, then, if no other call waits behind it, what the dispatch memory
+        has pending (state changes, acks) is committed at once; else the next call carries it (a batch's
+        accepts: one transaction for all, a group commit)."""
+        with self._db_lock:
+            self._db_waiting -= 1
+        try:
+            return fn(*args)
+        finally:
+            store = self.store
+            if not write_follows and store is not None and store.pending and self._db_waiting == 0:
+                try:
+                    store.flush()
+                except Exception:
+                    log.exception("dispatch store: writing pending records failed")
 
     def _db_submit(self, fn: Callable[..., Any], *args: Any) -> None:
         def done(f: Future[Any]) -> None:
@@ -263,7 +318,7 @@ class MqttGridLink:
                 log.error("dispatch store: %s failed: %s", getattr(fn, "__name__", fn), f.exception())
 
         try:
-            self._db.submit(fn, *args).add_done_callback(done)
+            self._enqueue(fn, *args).add_done_callback(done)
         except RuntimeError:  # shut down
             log.warning("dispatch store closed; %s not persisted", getattr(fn, "__name__", fn))
 
@@ -287,8 +342,9 @@ class MqttGridLink:
         self._write(command=rec.to_stored(now_s))
 
     def _write(self, command: StoredCommand | None = None, ack: StoredAck | None = None) -> None:
-        """Queue a command's new state or an ack for the store: everything queued in one turn of the
-        loop goes in one transaction (a command saved twice in it, as it was last)."""
+        """Queue a command's new state or an ack for the dispatch memory: everything queued in one turn
+        of the loop goes to it at once (a command saved twice in it, as it was last), and from there
+        into the database with the next accept's transaction or the next flush."""
         with self._writes_lock:
             if command is not None:
                 self._pending_commands.pop(command.command_id, None)
@@ -316,7 +372,7 @@ class MqttGridLink:
             commands, acks = list(self._pending_commands.values()), self._pending_acks
             self._pending_commands, self._pending_acks, self._flush_scheduled = {}, [], False
         if self.store is not None and (commands or acks):
-            self._db_submit(self.store.write_batch, commands, acks)
+            self._db_submit(self.store.write_behind, commands, acks)
 
     def _emit(self, transitions: list[Transition], now_s: float) -> None:
         for rec, ack in transitions:
@@ -362,8 +418,38 @@ class MqttGridLink:
                     transitions = self.book.update(now)
                 self._emit(transitions, now)
                 self._check_link(now)
+                self._write_behind()
             except Exception:
                 log.exception("grid link housekeeping failed")
+
+    def _write_behind(self) -> None:
+        """While dispatch records wait for the database, try to write them; say so when they are in."""
+        store = self.store
+        if store is None:
+            return
+        backlog = store.backlog
+        if backlog == 0 and self._store_backlog > 0:
+            self._own_event("dispatch_store_restored", "dispatch records held in memory are in the database again",
+                            records=store.written_late)
+        self._store_backlog = backlog
+        now = self.clock.now()
+        if self._restore_pending and not self._draining and now - self._restore_tried_s >= RESTORE_RETRY_S:
+            self._restore_tried_s = now
+            self._submit_restore(store)
+        steady = time.monotonic()
+        if store.needs_write() and not self._draining and steady >= self._drain_next_s:
+            self._draining = True
+
+            def done(f: Future[Any]) -> None:  # back off while the database stays away (its worker is shared)
+                self._draining = False
+                ok = f.exception() is None and bool(f.result())
+                self._drain_wait_s = HOUSEKEEPING_S if ok else min(DRAIN_RETRY_MAX_S, self._drain_wait_s * 2)
+                self._drain_next_s = time.monotonic() + (0.0 if ok else self._drain_wait_s)
+
+            try:
+                self._enqueue(store.flush).add_done_callback(done)
+            except RuntimeError:  # shut down
+                self._draining = False
 
     async def _consume(self) -> None:
         assert self._inbox is not None
@@ -401,6 +487,36 @@ class MqttGridLink:
             except Exception:
                 log.exception("grid link: message on %s failed", msg.topic)
         await self._on_commands(commands)
+
+    def _submit_restore(self, store: DispatchMemory) -> None:
+        """Read the open commands that the database could not give at start; admit them once it can."""
+        loop = self._loop
+        assert loop is not None
+
+        def done(f: Future[Any]) -> None:
+            if f.exception() is None:
+                loop.call_soon_threadsafe(self._late_restore, f.result())
+
+        with contextlib.suppress(RuntimeError):  # shut down
+            self._enqueue(store.load).add_done_callback(done)
+
+    def _late_restore(self, stored: list[StoredCommand]) -> None:
+        """The commands in force before the start, read late: those the book does not know join it (a
+        default only if none arrived meanwhile); the tightest limit in force wins as always."""
+        if not self._restore_pending:
+            return
+        self._restore_pending = False
+        now = self.clock.now()
+        with self._lock:
+            known = [s for s in stored if not s.final and self.book.get(s.command_id) is None
+                     and not (s.role == "default" and self.book.default is not None)]
+            self.book.restore(known)
+            self.intake.remember_book()
+            transitions = self.book.update(now)
+        self._emit(transitions, now)
+        log.warning("dispatch store reachable: %d open commands restored late", len(known))
+        self._own_event("dispatch_store_restored", f"{len(known)} open commands restored from the database",
+                        restored=[s.command_id for s in known])
 
     # ---- incoming ----------------------------------------------------------------------------
     def _reject(self, rej: Rejection, msg: Inbound, now_s: float) -> None:

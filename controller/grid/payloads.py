@@ -29,7 +29,12 @@ def kw(x: float | None, digits: int = 3) -> float | None:
 
 
 def to_json(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False).encode()
+    """UTF-8 JSON; text UTF-8 cannot encode (a lone surrogate from somewhere) is escaped instead of
+    failing the message."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True, default=str, allow_nan=False).encode()
 
 
 def pile_counts(r: TickReport) -> dict[str, int]:

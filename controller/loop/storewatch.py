@@ -2,7 +2,9 @@
 
 storage_down when the database stops taking writes (rows are buffered), storage_restored when it
 takes them again, storage_rows_dropped when the bounded queues start dropping readings (at most
-once a minute while it goes on; the total is in the metrics and in storage_restored).
+once a minute while it goes on; the total is in the metrics and in storage_restored),
+storage_replaced when the database file was deleted or replaced under the running store (which
+opened the path afresh: what the old file held is gone unless a backup has it).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 from youxu.controller.storelink import StoreHealth
 
-DOWN, RESTORED, DROPPED = "storage_down", "storage_restored", "storage_rows_dropped"
+DOWN, RESTORED, DROPPED, REPLACED = "storage_down", "storage_restored", "storage_rows_dropped", "storage_replaced"
 DROP_REPORT_S = 60.0
 
 
@@ -22,6 +24,7 @@ class StorageWatch:
     dropped_seen: int = 0
     dropped_at_down: int = 0
     last_drop_report_s: float = float("-inf")
+    replaced_seen: int = 0
 
     def check(self, store: StoreHealth, t_s: float) -> list[tuple[str, str, dict]]:
         ok, dropped, depth = bool(store.db_ok), int(store.dropped), int(store.depth)
@@ -41,4 +44,11 @@ class StorageWatch:
             out.append((DROPPED, f"storage queue full: {dropped} readings dropped so far (oldest first; "
                         "sessions, events and commands are kept)", {"rows_dropped": dropped}))
         self.dropped_seen = dropped
+        replaced = int(getattr(store, "replaced", 0))
+        if replaced > self.replaced_seen:
+            self.replaced_seen = replaced
+            err = str(getattr(store, "replaced_error", ""))
+            out.append((REPLACED, f"{err}; a new database was created at the same path and is written from now "
+                        "on: history, sessions and dispatch records before are lost unless restored from a backup",
+                        {"error": err, "times": replaced}))
         return out

@@ -36,6 +36,7 @@ def health(loop: FastLoop, stall_s: float) -> tuple[int, dict]:
     body = {"status": "ok", "last_tick_age_s": None if age is None else round(age, 3),
             "safe_mode": loop.safe.active, "meter_ok": loop.meter_guard.state == "ok",
             "database_ok": bool(getattr(store, "db_ok", True)) if store is not None else None,
+            "database_replaced": int(getattr(store, "replaced", 0)) if store is not None else None,
             "ticks": loop.stats.ticks}
     if age is None:
         body["status"] = "starting"

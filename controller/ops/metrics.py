@@ -104,6 +104,8 @@ class LoopCollector(Collector):
         yield dropped
         yield _counter("youxu_storage_rows_written", "rows written to the database", s.written)
         yield _counter("youxu_storage_write_failures", "failed write attempts", s.write_failures)
+        yield _counter("youxu_storage_file_replaced", "times the database file was found deleted or replaced",
+                       getattr(s, "replaced", 0))
 
     def _link(self) -> Iterator[Metric]:
         link = self.loop.link

@@ -1,7 +1,10 @@
 """A consistent copy of a site's database while the daemon runs.
 
-SQLite: the online backup API (a consistent snapshot even with the WAL in use and the writer
-busy), into a new file. PostgreSQL: `pg_dump --format=custom` (restore with `pg_restore`).
+SQLite: the online backup API, into a new file, in one step: the copy holds a read lock for
+as long as it takes, so it is one consistent snapshot (a backup copied in steps starts again
+whenever the daemon writes in between). Meanwhile the daemon's writes wait (`SQLITE_BUSY_S`),
+then are buffered and retried, as in any storage outage; control is not affected.
+PostgreSQL: `pg_dump --format=custom` (restore with `pg_restore`).
 
     python -m youxu.controller.store.backup --config /etc/youxu/site.yaml --out /var/backups/youxu
 """
@@ -20,8 +23,6 @@ from urllib.parse import unquote, urlsplit
 from youxu.config.errors import UserError
 from youxu.config.userfiles import out_dir_arg
 
-SQLITE_PAGES_PER_STEP = 1024  # copy in steps so the daemon's writer is not locked out for long
-
 
 def backup_sqlite(db_path: Path, out: Path) -> Path:
     if not db_path.exists():
@@ -30,7 +31,7 @@ def backup_sqlite(db_path: Path, out: Path) -> Path:
     src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
     dst = sqlite3.connect(tmp)
     try:
-        src.backup(dst, pages=SQLITE_PAGES_PER_STEP, sleep=0.005)
+        src.backup(dst, pages=-1)
         ok = dst.execute("PRAGMA integrity_check").fetchone()[0]
         if ok != "ok":
             raise UserError(f"{out}: the copy fails its integrity check ({ok})")

@@ -5,15 +5,19 @@ Two implementations of one small protocol: `MemoryDispatchStore` (tests, simulat
 calls the store off the control loop (a single worker thread), so a slow database never delays
 a tick; `accept` is atomic so that a command is stored if and only if its issuer's sequence
 number moved past it, and a replay after a restart is refused. A flood is taken in batches:
-`accept_batch` decides a batch in order in one transaction, `write_batch` stores what the
-transitions and acks changed in one more.
+`write_batch` writes accepts, state changes, acks and seqs in order in one transaction (a group
+commit: with a rollback journal every commit costs the volume's syncs), and `find_commands` /
+`last_acks` look a batch's ids up in one round trip.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from itertools import groupby
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -28,14 +32,27 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
-    create_engine,
     insert,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from youxu.controller.storelink import FINAL_STATES, StoredAck, StoredCommand
+from youxu.controller.store import database
+from youxu.controller.store.values import is_outage
+from youxu.controller.storelink import (
+    FINAL_STATES,
+    StorageRefused,
+    StorageUnavailable,
+    StoredAck,
+    StoredCommand,
+    StoreOp,
+)
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class MemoryDispatchStore:
@@ -47,9 +64,15 @@ class MemoryDispatchStore:
         self._commands: dict[str, StoredCommand] = {}
         self._acks: list[StoredAck] = []
 
+    generation = 0
+
     def last_seq(self, issuer: str) -> int | None:
         with self._lock:
             return self._seqs.get(issuer)
+
+    def issuer_seqs(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._seqs)
 
     def advance_seq(self, issuer: str, seq: int, at_s: float) -> bool:
         with self._lock:
@@ -69,25 +92,9 @@ class MemoryDispatchStore:
             self._commands[rec.command_id] = rec
             return True
 
-    def accept_batch(self, recs: Sequence[StoredCommand]) -> list[bool]:
-        with self._lock:
-            out = []
-            for rec in recs:
-                ok = rec.command_id not in self._commands and self._advance(rec.issuer, rec.seq)
-                if ok:
-                    self._commands[rec.command_id] = rec
-                out.append(ok)
-            return out
-
     def save_command(self, rec: StoredCommand) -> None:
         with self._lock:
             self._commands[rec.command_id] = rec
-
-    def write_batch(self, commands: Sequence[StoredCommand], acks: Sequence[StoredAck]) -> None:
-        with self._lock:
-            for rec in commands:
-                self._commands[rec.command_id] = rec
-            self._acks.extend(acks)
 
     def find_command(self, command_id: str) -> StoredCommand | None:
         with self._lock:
@@ -125,6 +132,29 @@ class MemoryDispatchStore:
     def acks(self) -> list[StoredAck]:
         with self._lock:
             return list(self._acks)
+
+    def write_batch(self, ops: Sequence[StoreOp]) -> list[bool]:
+        out: list[bool] = []
+        with self._lock:  # all at once for any other thread, as one transaction
+            for kind, value in ops:
+                if kind == "accept":
+                    assert isinstance(value, StoredCommand)
+                    ok = value.command_id not in self._commands and self._advance(value.issuer, value.seq)
+                    if ok:
+                        self._commands[value.command_id] = value
+                    out.append(ok)
+                elif kind == "save":
+                    assert isinstance(value, StoredCommand)
+                    self._commands[value.command_id] = value
+                elif kind == "ack":
+                    assert isinstance(value, StoredAck)
+                    self._acks.append(value)
+                elif kind == "seq":
+                    issuer, seq, _at_s = value  # type: ignore[misc]
+                    self._advance(issuer, seq)
+                else:
+                    raise ValueError(f"unknown dispatch store op {kind!r}")
+        return out
 
     def close(self) -> None:
         return None
@@ -198,22 +228,53 @@ def _command_values(rec: StoredCommand) -> dict[str, object]:
     }
 
 
+def _storage_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """The database's errors as the protocol's: unavailable (try later) or refused (this record)."""
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            database.ensure_file(args[0].engine)  # type: ignore[attr-defined]  # never into a deleted file
+            args[0]._create_tables()  # type: ignore[attr-defined]
+            return fn(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            if is_outage(exc):
+                raise StorageUnavailable(msg) from exc
+            raise StorageRefused(msg) from exc
+        except UnicodeError as exc:  # text the driver cannot encode
+            raise StorageRefused(f"{type(exc).__name__}: {exc}") from exc
+
+    return call
+
+
 class SqlDispatchStore:
     """The protocol on a SQLAlchemy database (tables `dispatch_commands`, `dispatch_acks`,
     `dispatch_issuer_seqs`, created when missing)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        self._tables = False
+        try:
+            self._create_tables()
+        except SQLAlchemyError as exc:  # the database is away: opened all the same, tables created later
+            log.error("dispatch tables not checked, the database is unavailable: %s", str(exc).splitlines()[0][:200])
+
+    def _create_tables(self) -> None:
+        if not self._tables:
+            metadata.create_all(self.engine)
+            self._tables = True
+
+    @property
+    def generation(self) -> int:
+        watched = database.sqlite_file(self.engine)
+        return 0 if watched is None else watched.generation
 
     @classmethod
     def from_url(cls, url: str) -> SqlDispatchStore:
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        return cls(create_engine(url, pool_pre_ping=True))
+        return cls(database.make_engine(url))
 
+    @_storage_errors
     def last_seq(self, issuer: str) -> int | None:
         with self.engine.connect() as conn:
             v = conn.execute(
@@ -222,19 +283,20 @@ class SqlDispatchStore:
         return None if v is None else int(v)
 
     @staticmethod
-    def _advance(conn: object, issuer: str, seq: int, at_s: float) -> bool:
+    def _advance(conn: Connection, issuer: str, seq: int, at_s: float) -> bool:
         t = issuer_seqs_table
-        res = conn.execute(  # type: ignore[attr-defined]
+        res = conn.execute(
             update(t).where(t.c.issuer == issuer, t.c.last_seq < seq).values(last_seq=seq, updated_s=at_s)
         )
         if res.rowcount == 1:
             return True
-        exists = conn.execute(select(t.c.issuer).where(t.c.issuer == issuer)).first()  # type: ignore[attr-defined]
+        exists = conn.execute(select(t.c.issuer).where(t.c.issuer == issuer)).first()
         if exists is not None:
             return False
-        conn.execute(insert(t).values(issuer=issuer, last_seq=seq, updated_s=at_s))  # type: ignore[attr-defined]
+        conn.execute(insert(t).values(issuer=issuer, last_seq=seq, updated_s=at_s))
         return True
 
+    @_storage_errors
     def advance_seq(self, issuer: str, seq: int, at_s: float) -> bool:
         try:
             with self.engine.begin() as conn:
@@ -243,6 +305,7 @@ class SqlDispatchStore:
             with self.engine.begin() as conn:
                 return self._advance(conn, issuer, seq, at_s)
 
+    @_storage_errors
     def accept(self, rec: StoredCommand) -> bool:
         try:
             with self.engine.begin() as conn:
@@ -253,83 +316,136 @@ class SqlDispatchStore:
         except IntegrityError:  # same command_id stored already, or a concurrent first insert of the issuer
             return False
 
-    def accept_batch(self, recs: Sequence[StoredCommand]) -> list[bool]:
-        """In one transaction: the batch's ids and issuers' seqs read once, decided in order, the accepted
-        commands inserted together and each issuer's seq moved once, only from the value read (so a
-        writer in between makes the transaction fail, and the batch goes one command at a time)."""
-        if not recs:
-            return []
-        c, t = commands_table.c, issuer_seqs_table
-        try:
-            with self.engine.begin() as conn:
-                known: set[str] = set()
-                for chunk in _chunks(list(dict.fromkeys(r.command_id for r in recs))):
-                    known.update(conn.execute(select(c.command_id).where(c.command_id.in_(chunk))).scalars())
-                read: dict[str, int] = {}
-                for chunk in _chunks(list(dict.fromkeys(r.issuer for r in recs))):
-                    q = select(t.c.issuer, t.c.last_seq).where(t.c.issuer.in_(chunk))
-                    if conn.dialect.name == "postgresql":
-                        q = q.with_for_update()
-                    read.update((i, int(s)) for i, s in conn.execute(q).all())
-                seqs, out, rows = dict(read), [], []
-                for rec in recs:
-                    ok = rec.command_id not in known and (rec.issuer not in seqs or rec.seq > seqs[rec.issuer])
-                    if ok:
-                        known.add(rec.command_id)
-                        seqs[rec.issuer] = rec.seq
-                        rows.append(_command_values(rec))
-                    out.append(ok)
-                at_s = max(r.received_s for r in recs)
-                for issuer, seq in seqs.items():
-                    if issuer not in read:
-                        conn.execute(insert(t).values(issuer=issuer, last_seq=seq, updated_s=at_s))
-                    elif seq != read[issuer]:
-                        res = conn.execute(update(t).where(t.c.issuer == issuer, t.c.last_seq == read[issuer])
-                                           .values(last_seq=seq, updated_s=at_s))
-                        if res.rowcount != 1:
-                            raise _Conflict(issuer)
-                if rows:
-                    conn.execute(insert(commands_table), rows)
-                return out
-        except (IntegrityError, _Conflict):  # another writer got in between (nothing was stored): one at a time
-            return [self.accept(rec) for rec in recs]
-
-    @staticmethod
-    def _save(conn: Connection, rec: StoredCommand) -> None:
-        values = _command_values(rec)
-        res = conn.execute(update(commands_table).where(commands_table.c.command_id == rec.command_id).values(**values))
-        if res.rowcount == 0:
-            conn.execute(insert(commands_table).values(**values))
-
+    @_storage_errors
     def save_command(self, rec: StoredCommand) -> None:
         with self.engine.begin() as conn:
             self._save(conn, rec)
 
-    def write_batch(self, commands: Sequence[StoredCommand], acks: Sequence[StoredAck]) -> None:
-        if not commands and not acks:
-            return
-        c = commands_table.c
-        last = {rec.command_id: rec for rec in commands}  # a command saved twice: as it was last
-        with self.engine.begin() as conn:
-            known: set[str] = set()
-            for chunk in _chunks(list(last)):
-                known.update(conn.execute(select(c.command_id).where(c.command_id.in_(chunk))).scalars())
-            updates = [{"b_id": cid, **_command_values(rec)} for cid, rec in last.items() if cid in known]
-            inserts = [_command_values(rec) for cid, rec in last.items() if cid not in known]
-            if updates:
-                conn.execute(update(commands_table).where(c.command_id == bindparam("b_id")), updates)
-            if inserts:
-                conn.execute(insert(commands_table), inserts)
-            if acks:
-                conn.execute(insert(acks_table), [
-                    {"command_id": a.command_id, "status": a.status, "reason": a.reason, "at_s": a.at_s,
-                     "payload": a.payload} for a in acks])
+    @staticmethod
+    def _save(conn: Connection, rec: StoredCommand) -> None:
+        values = _command_values(rec)
+        res = conn.execute(
+            update(commands_table).where(commands_table.c.command_id == rec.command_id).values(**values)
+        )
+        if res.rowcount == 0:
+            conn.execute(insert(commands_table).values(**values))
 
+    @_storage_errors
+    def write_batch(self, ops: Sequence[StoreOp]) -> list[bool]:
+        """Several records in one transaction (one commit, one set of syncs), in order. Runs of the same
+        kind go together: a run of accepts reads its ids and issuers' seqs once and inserts at once, a
+        run of saves updates and inserts at once, a run of acks is one insert. Another writer getting
+        in between makes the transaction fail; then it is done again record by record (in one
+        transaction still). All or nothing: a record the database refuses fails the whole batch."""
+        if not ops:
+            return []
+        try:
+            with self.engine.begin() as conn:
+                out: list[bool] = []
+                for kind, run in groupby(ops, key=lambda op: op[0]):
+                    values = [v for _k, v in run]
+                    if kind == "accept":
+                        out += self._accept_run(conn, values)  # type: ignore[arg-type]
+                    elif kind == "save":
+                        self._save_run(conn, values)  # type: ignore[arg-type]
+                    elif kind == "ack":
+                        self._ack_run(conn, values)  # type: ignore[arg-type]
+                    else:
+                        for value in values:
+                            self._op(conn, kind, value)
+                return out
+        except (IntegrityError, _Conflict):  # another writer got in between (nothing was stored)
+            with self.engine.begin() as conn:
+                return [ok for kind, value in ops if (ok := self._op(conn, kind, value)) is not None]
+
+    def _op(self, conn: Connection, kind: str, value: object) -> bool | None:
+        """One record of a batch; an accept's result (else None)."""
+        if kind == "accept":
+            assert isinstance(value, StoredCommand)
+            known = conn.execute(select(commands_table.c.command_id)
+                                 .where(commands_table.c.command_id == value.command_id)).first()
+            ok = known is None and self._advance(conn, value.issuer, value.seq, value.received_s)
+            if ok:
+                conn.execute(insert(commands_table).values(**_command_values(value)))
+            return ok
+        if kind == "save":
+            assert isinstance(value, StoredCommand)
+            self._save(conn, value)
+        elif kind == "ack":
+            assert isinstance(value, StoredAck)
+            self._ack(conn, value)
+        elif kind == "seq":
+            issuer, seq, at_s = value  # type: ignore[misc]
+            self._advance(conn, issuer, seq, at_s)
+        else:
+            raise ValueError(f"unknown dispatch store op {kind!r}")
+        return None
+
+    @staticmethod
+    def _accept_run(conn: Connection, recs: list[StoredCommand]) -> list[bool]:
+        """`accept` for each of `recs` in order: their ids and issuers' seqs read once, decided in order,
+        the accepted commands inserted together and each issuer's seq moved once, only from the value
+        read (a writer in between raises `_Conflict`)."""
+        c, t = commands_table.c, issuer_seqs_table
+        known: set[str] = set()
+        for chunk in _chunks(list(dict.fromkeys(r.command_id for r in recs))):
+            known.update(conn.execute(select(c.command_id).where(c.command_id.in_(chunk))).scalars())
+        read: dict[str, int] = {}
+        for chunk in _chunks(list(dict.fromkeys(r.issuer for r in recs))):
+            q = select(t.c.issuer, t.c.last_seq).where(t.c.issuer.in_(chunk))
+            if conn.dialect.name == "postgresql":
+                q = q.with_for_update()
+            read.update((i, int(s)) for i, s in conn.execute(q).all())
+        seqs: dict[str, int] = dict(read)
+        out: list[bool] = []
+        rows: list[dict[str, object]] = []
+        for rec in recs:
+            ok = rec.command_id not in known and (rec.issuer not in seqs or rec.seq > seqs[rec.issuer])
+            if ok:
+                known.add(rec.command_id)
+                seqs[rec.issuer] = rec.seq
+                rows.append(_command_values(rec))
+            out.append(ok)
+        at_s = max(r.received_s for r in recs)
+        for issuer, seq in seqs.items():
+            if issuer not in read:
+                conn.execute(insert(t).values(issuer=issuer, last_seq=seq, updated_s=at_s))
+            elif seq != read[issuer]:
+                res = conn.execute(update(t).where(t.c.issuer == issuer, t.c.last_seq == read[issuer])
+                                   .values(last_seq=seq, updated_s=at_s))
+                if res.rowcount != 1:
+                    raise _Conflict(issuer)
+        if rows:
+            conn.execute(insert(commands_table), rows)
+        return out
+
+    @staticmethod
+    def _save_run(conn: Connection, recs: list[StoredCommand]) -> None:
+        """`save_command` for each of `recs` (a command saved twice: as it was last)."""
+        c = commands_table.c
+        last = {rec.command_id: rec for rec in recs}
+        known: set[str] = set()
+        for chunk in _chunks(list(last)):
+            known.update(conn.execute(select(c.command_id).where(c.command_id.in_(chunk))).scalars())
+        updates = [{"b_id": cid, **_command_values(rec)} for cid, rec in last.items() if cid in known]
+        inserts = [_command_values(rec) for cid, rec in last.items() if cid not in known]
+        if updates:
+            conn.execute(update(commands_table).where(c.command_id == bindparam("b_id")), updates)
+        if inserts:
+            conn.execute(insert(commands_table), inserts)
+
+    @staticmethod
+    def _ack_run(conn: Connection, acks: list[StoredAck]) -> None:
+        conn.execute(insert(acks_table), [{"command_id": a.command_id, "status": a.status, "reason": a.reason,
+                                           "at_s": a.at_s, "payload": a.payload} for a in acks])
+
+    @_storage_errors
     def find_command(self, command_id: str) -> StoredCommand | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(commands_table).where(commands_table.c.command_id == command_id)).first()
         return None if row is None else _row_to_command(row)
 
+    @_storage_errors
     def find_commands(self, command_ids: Sequence[str]) -> dict[str, StoredCommand]:
         out: dict[str, StoredCommand] = {}
         with self.engine.connect() as conn:
@@ -339,6 +455,7 @@ class SqlDispatchStore:
                     out[rec.command_id] = rec
         return out
 
+    @_storage_errors
     def open_commands(self) -> list[StoredCommand]:
         t = commands_table
         with self.engine.connect() as conn:
@@ -347,12 +464,24 @@ class SqlDispatchStore:
             ).all()
         return [_row_to_command(r) for r in rows]
 
+    @_storage_errors
     def record_ack(self, ack: StoredAck) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(acks_table).values(
-                command_id=ack.command_id, status=ack.status, reason=ack.reason, at_s=ack.at_s, payload=ack.payload,
-            ))
+            self._ack(conn, ack)
 
+    @staticmethod
+    def _ack(conn: Connection, ack: StoredAck) -> None:
+        conn.execute(insert(acks_table).values(
+            command_id=ack.command_id, status=ack.status, reason=ack.reason, at_s=ack.at_s, payload=ack.payload,
+        ))
+
+    @_storage_errors
+    def issuer_seqs(self) -> dict[str, int]:
+        t = issuer_seqs_table
+        with self.engine.connect() as conn:
+            return {r[0]: int(r[1]) for r in conn.execute(select(t.c.issuer, t.c.last_seq))}
+
+    @_storage_errors
     def last_ack(self, command_id: str) -> StoredAck | None:
         t = acks_table
         with self.engine.connect() as conn:

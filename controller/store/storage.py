@@ -97,6 +97,9 @@ class Store:
         self.rejected = 0  # rows the database refused (bad data), dropped
         self.db_ok = True
         self.last_error = ""
+        self.replaced = 0  # times the database file was found deleted or replaced, and opened afresh
+        self.replaced_error = ""
+        self._file_generation = 0
         self.migrated = False
         self.latest_t_s = -math.inf
         self._pruned_at_s = -math.inf
@@ -316,9 +319,26 @@ class Store:
             for table, kind in RETAINED:
                 conn.execute(delete(table).where(table.c.t_s < self.latest_t_s - self.retention.window_s(kind)))
 
+    def _check_file(self) -> bool:
+        """Never write into a deleted file: a SQLite file no longer at its path is opened afresh there."""
+        try:
+            database.ensure_file(self.engine)
+        except SQLAlchemyError as exc:
+            self._failed(exc, "reopen")
+            return False
+        watched = database.sqlite_file(self.engine)
+        if watched is not None and watched.generation != self._file_generation:
+            self._file_generation = watched.generation
+            self.replaced += 1
+            self.replaced_error = watched.replaced_because
+            log.error("%s: opened afresh; what it held is lost unless restored from a backup", self.replaced_error)
+        return True
+
     def _cycle(self) -> bool:
         """One attempt: migrate if needed, write what is queued, prune. True when the database took it."""
         if not self.migrated and not self._try_migrate():
+            return False
+        if not self._check_file():
             return False
         vital, keep, bulk = self._take()
         if not (vital or keep or bulk):

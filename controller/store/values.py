@@ -32,9 +32,18 @@ def plain_json(value: object) -> object:
     return clean(json.loads(json.dumps(value, default=str)))
 
 
+# SQLite result codes that speak of the database file or its volume, never of the row: busy, locked,
+# read-only, I/O error, corrupt (what a dying card's failed reads look like), full, cannot open,
+# protocol, not a database
+SQLITE_OUTAGE_CODES = frozenset({5, 6, 8, 10, 11, 13, 14, 15, 26})
+
+
 def is_outage(exc: Exception) -> bool:
     """A database that cannot be reached or written (retry later), not a row it refuses."""
     if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in SQLITE_OUTAGE_CODES:
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
