@@ -104,36 +104,44 @@ class GridLink(Protocol):
     async def stop(self) -> None: ...
 
 
-class NoGridLink:
-    """A site without a broker: no dispatch, bookings and overrides only from `push_booking` and
-    `push_override` (the local API's thread, or the simulator)."""
+class PendingInputs:
+    """Bookings and overrides queued from any thread (the grid link's, the local API's) until the
+    next tick takes them: the part of `GridLink` every link shares."""
 
     def __init__(self) -> None:
         self._bookings: list[Booking] = []
         self._overrides: list[Override] = []
-        self._lock = threading.Lock()
-        self.events: deque[tuple[str, str, dict]] = deque(maxlen=1000)  # the latest, for inspection
+        self._inputs_lock = threading.Lock()
 
     def push_booking(self, booking: Booking) -> None:
-        with self._lock:
+        with self._inputs_lock:
             self._bookings.append(booking)
 
+    def take_bookings(self) -> list[Booking]:
+        with self._inputs_lock:
+            out, self._bookings = self._bookings, []
+        return out
+
     def push_override(self, override: Override) -> None:
-        with self._lock:
+        with self._inputs_lock:
             self._overrides.append(override)
 
     def take_overrides(self) -> list[Override]:
-        with self._lock:
+        with self._inputs_lock:
             out, self._overrides = self._overrides, []
         return out
 
+
+class NoGridLink(PendingInputs):
+    """A site without a broker: no dispatch, bookings and overrides only from `push_booking` and
+    `push_override` (the local API's thread, or the simulator)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: deque[tuple[str, str, dict]] = deque(maxlen=1000)  # the latest, for inspection
+
     def limits(self, t_s: np.ndarray) -> DispatchLimits:
         return DispatchLimits.none(np.asarray(t_s).size)
-
-    def take_bookings(self) -> list[Booking]:
-        with self._lock:
-            out, self._bookings = self._bookings, []
-        return out
 
     def ambient(self) -> tuple[float, float] | None:
         return None

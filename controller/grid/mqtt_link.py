@@ -49,7 +49,7 @@ from youxu.controller.grid.payloads import (
     to_json,
 )
 from youxu.controller.grid.site_alarms import AlarmWatch
-from youxu.controller.gridlink import Booking, DispatchLimits, Override, TickReport
+from youxu.controller.gridlink import DispatchLimits, PendingInputs, TickReport
 from youxu.controller.siteconfig import SiteConfig
 from youxu.controller.storelink import DispatchStore, EventRecorder, StorageError, StoredAck, StoredCommand
 from youxu.drivers.clock import Clock
@@ -79,7 +79,7 @@ def setpoint_grace_s(cfg: SiteConfig) -> float:
     return c.planning_period_s + 2.0 * c.period_s if c.strategy == "mpc" else 2.0 * c.period_s
 
 
-class MqttGridLink:
+class MqttGridLink(PendingInputs):
     """Dispatch, bookings, acknowledgements, telemetry and events over one MQTT broker."""
 
     def __init__(self, cfg: SiteConfig, clock: Clock, store: DispatchStore | None = None, *,
@@ -87,6 +87,7 @@ class MqttGridLink:
                  recorder: EventRecorder | None = None) -> None:
         """`store` is the dispatch memory to use, or `open_store` opens it when the link starts (off the
         loop; the link closes it at stop if `owns_store`); `recorder` takes the link's own events."""
+        super().__init__()
         if cfg.mqtt is None:
             raise UserError("the site config has no mqtt section")
         self.cfg, self.m, self.clock, self.tz = cfg, cfg.mqtt, clock, cfg.tz
@@ -116,9 +117,7 @@ class MqttGridLink:
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="youxu-dispatch-db")
         self._db_lock = threading.Lock()
         self._db_waiting = 0  # store calls submitted, not started yet
-        self._bookings: list[Booking] = []
         self._ambient: tuple[float, float] | None = None  # (epoch s taken, °C) from the `ambient` topic
-        self._overrides: list[Override] = []
         self._status = "online"
         # due on a grid of telemetry periods; a tick up to half a fast-loop period early counts as on time
         self._telemetry = Cadence(self.m.telemetry_period_s, cfg.control.period_s / 2.0)
@@ -146,24 +145,6 @@ class MqttGridLink:
             fallback = self.watch.fallback or self.watch.silent_s(now) > self.watch.link_loss_s
             return dispatch_limits(self.book.in_force(), t_s, default=self.book.default_command(),
                                    link_lost=fallback, fallback_limit_kw=self.m.fallback_limit_kw)
-
-    def take_bookings(self) -> list[Booking]:
-        with self._lock:
-            out, self._bookings = self._bookings, []
-        return out
-
-    def push_booking(self, booking: Booking) -> None:
-        with self._lock:
-            self._bookings.append(booking)
-
-    def push_override(self, override: Override) -> None:
-        with self._lock:
-            self._overrides.append(override)
-
-    def take_overrides(self) -> list[Override]:
-        with self._lock:
-            out, self._overrides = self._overrides, []
-        return out
 
     def after_tick(self, report: TickReport) -> None:
         try:
