@@ -205,8 +205,10 @@ class DeviceSection(_Section):
 
         prof = load_profile(self.profile)
         ep = parse_device_url(self.url)
-        if ep.protocol != prof.protocol:
-            raise ValueError(f"url: profile {prof.name} does not speak {ep.scheme} (use {', '.join(prof.transports)})")
+        try:
+            prof.check_endpoint(ep.scheme, ep.protocol)
+        except ValueError as exc:
+            raise ValueError(f"url: {exc}") from None
         if prof.protocol == "dlt645-2007":
             if self.address is None:
                 raise ValueError("address: a DL/T 645 meter needs its 12-digit address (printed on the meter)")

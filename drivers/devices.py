@@ -43,8 +43,7 @@ def open_pile(pool: LinePool, prof: Profile, url: str, *, unit: int | None = Non
               central: CentralSystem | None = None) -> Pile:
     """The pile behind `url` through its profile: a Modbus unit, or an OCPP charge point connector."""
     ep = parse_device_url(url)
-    if ep.protocol != prof.protocol:
-        raise ValueError(f"profile {prof.name} does not speak {ep.scheme} (it supports {', '.join(prof.transports)})")
+    prof.check_endpoint(ep.scheme, ep.protocol)
     if prof.protocol == "ocpp":
         if central is None:
             raise ValueError(f"{url}: OCPP piles need the site's OCPP central system")
@@ -57,8 +56,7 @@ def open_meter(pool: LinePool, prof: Profile, url: str, *, unit: int | None = No
                timeout_s: float = 0.5) -> Meter:
     """The meter behind `url` through its profile: a Modbus unit, or a DL/T 645 meter by its address."""
     ep = parse_device_url(url)
-    if ep.protocol != prof.protocol:
-        raise ValueError(f"profile {prof.name} does not speak {ep.scheme} (it supports {', '.join(prof.transports)})")
+    prof.check_endpoint(ep.scheme, ep.protocol)
     if prof.protocol == "dlt645-2007":
         if address is None:
             raise ValueError(f"profile {prof.name} needs the meter's 12-digit address")

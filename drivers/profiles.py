@@ -321,6 +321,12 @@ class Profile(_Model):
                 raise ValueError(f"data block {block.di}: unknown data items {unknown}")
         return self
 
+    def check_endpoint(self, scheme: str, protocol: str) -> None:
+        """A device URL (its scheme and the protocol it carries, `Endpoint.protocol`) speaks this
+        profile's protocol; ValueError saying which transports the profile takes otherwise."""
+        if protocol != self.protocol:
+            raise ValueError(f"profile {self.name} does not speak {scheme} (it supports {', '.join(self.transports)})")
+
     def read_registers(self) -> dict[str, Register]:
         """Every register read in one poll, including status and setpoint read-back."""
         regs = dict(self.registers)
