@@ -11,7 +11,7 @@ from youxu.drivers.ocpp_central import CentralSystem
 from youxu.drivers.ocpp_pile import OcppPile
 from youxu.drivers.pile import ModbusPile, Pile
 from youxu.drivers.profiles import Profile
-from youxu.drivers.transport import BusPool, parse_device_url
+from youxu.drivers.transport import BusPool, parse_device_url, shared_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +24,7 @@ class LinePool:
         self._dlt645: dict[str, Dlt645Link] = {}
 
     def dlt645(self, url: str, timeout_s: float = 0.5) -> Dlt645Link:
-        ep = parse_device_url(url)
-        link = self._dlt645.get(ep.key)
-        if link is None:
-            link = self._dlt645[ep.key] = Dlt645Link(ep, timeout_s=timeout_s)
-        elif link.endpoint != ep:
-            log.warning("%s: %s is already open with other settings; keeping %s", url, ep.key, link.endpoint)
-        return link
+        return shared_endpoint(self._dlt645, url, lambda ep: Dlt645Link(ep, timeout_s=timeout_s))
 
     def close(self) -> None:
         self.buses.close()

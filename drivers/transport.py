@@ -401,6 +401,18 @@ class ModbusBus:
         self.client.close()
 
 
+def shared_endpoint(opened: dict[str, Any], url: str, open_new: Callable[[Endpoint], Any]) -> Any:
+    """The connection `opened` holds for `url`'s endpoint, opened with `open_new` on first use; a
+    second URL for the same endpoint with other settings keeps the first (and says so)."""
+    ep = parse_device_url(url)
+    conn = opened.get(ep.key)
+    if conn is None:
+        conn = opened[ep.key] = open_new(ep)
+    elif conn.endpoint != ep:
+        log.warning("%s: %s is already open with other settings; keeping %s", url, ep.key, conn.endpoint)
+    return conn
+
+
 class BusPool:
     """The buses of a site, one per endpoint."""
 
@@ -410,13 +422,7 @@ class BusPool:
     def get(self, url: str, timeout_s: float = 0.5) -> ModbusBus:
         """The bus for `url` (created on first use). Per-device timeouts are passed to each
         read/write; `timeout_s` is only the bus's default."""
-        ep = parse_device_url(url)
-        bus = self._buses.get(ep.key)
-        if bus is None:
-            bus = self._buses[ep.key] = ModbusBus(ep, timeout_s=timeout_s)
-        elif bus.endpoint != ep:
-            log.warning("%s: %s is already open with other settings; keeping %s", url, ep.key, bus.endpoint)
-        return bus
+        return shared_endpoint(self._buses, url, lambda ep: ModbusBus(ep, timeout_s=timeout_s))
 
     def buses(self) -> list[ModbusBus]:
         return list(self._buses.values())
